@@ -1,0 +1,244 @@
+/**
+ * {@link LocalState}: named read/write locks in the memory of one process (or one worker).
+ *
+ * @module
+ */
+
+import { LockFailed } from "../errors.ts";
+import { BaseLock } from "../internal/base_lock.ts";
+import { DeadlineTimer } from "../internal/deadline.ts";
+import { append, type List, unlink } from "../internal/intrusive_list.ts";
+import { backendLogger } from "../internal/log.ts";
+import { type Lock, type LockRequest, StateABC } from "../state.ts";
+
+const log = backendLogger("local");
+
+/** Options of {@link LocalState}. */
+export interface LocalStateOptions {
+  /** A name for this state in debug logs, to tell several apart. */
+  name?: string;
+}
+
+/** What a waiting request needs until it is granted or fails. */
+interface Waiting {
+  resolve(lock: Lock): void;
+  reject(error: LockFailed): void;
+  timer: DeadlineTimer | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/** Who holds a key and who waits for it. Exists only while someone does (then it is deleted). */
+class KeyEntry implements List<LocalLock> {
+  /** Number of shared holders. */
+  shared = 0;
+  /** Whether an exclusive holder has it. */
+  exclusive = false;
+  /** The queue of waiting requests, first come first. */
+  head: LocalLock | undefined = undefined;
+  tail: LocalLock | undefined = undefined;
+
+  get unused(): boolean {
+    return this.shared === 0 && !this.exclusive && this.head === undefined;
+  }
+}
+
+/** A request, then a held lock: it sits in its key's queue while waiting, in the held list after. */
+class LocalLock extends BaseLock {
+  prev: LocalLock | undefined = undefined;
+  next: LocalLock | undefined = undefined;
+  waiting: Waiting | undefined = undefined;
+  readonly entry: KeyEntry;
+  readonly #state: LocalState;
+  readonly #release: (lock: LocalLock) => void;
+
+  constructor(
+    state: LocalState,
+    release: (lock: LocalLock) => void,
+    entry: KeyEntry,
+    key: string,
+    exclusive: boolean,
+  ) {
+    super(key, exclusive);
+    this.#state = state;
+    this.#release = release;
+    this.entry = entry;
+  }
+
+  protected unlock(): Promise<void> {
+    if (!this.#state.closed) this.#release(this);
+    return Promise.resolve();
+  }
+}
+
+/**
+ * In-memory named read/write locks for the tasks of one process: per key, many shared holders or
+ * one exclusive holder, granted first come, first served (a waiting exclusive request blocks shared
+ * requests that arrive after it). Acquire and release are O(1); a key takes memory only while it is
+ * held or awaited.
+ *
+ * It is the reference backend: every other backend passes the same conformance suite.
+ *
+ * @example
+ * ```ts
+ * import { LocalState } from "@momotor/shared-state";
+ *
+ * await using state = new LocalState();
+ * {
+ *   await using _reader = await state.getLock("cache", { exclusive: false });
+ *   console.log(await state.testLock("cache", { exclusive: false })); // true: readers share
+ *   console.log(await state.testLock("cache")); // false: a writer would wait
+ * }
+ * ```
+ */
+export class LocalState extends StateABC {
+  readonly #entries = new Map<string, KeyEntry>();
+  /** Every held lock, so that `close()` can abort their signals. */
+  readonly #held: List<LocalLock> = { head: undefined, tail: undefined };
+  readonly #name: string;
+  readonly #releaseLock = (lock: LocalLock) => this.#release(lock);
+
+  /** @param options A name for debug logs. */
+  constructor(options: LocalStateOptions = {}) {
+    super();
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError(`options must be an object, got ${String(options)}`);
+    }
+    if (options.name !== undefined && typeof options.name !== "string") {
+      throw new TypeError(`options.name must be a string, got ${typeof options.name}`);
+    }
+    this.#name = options.name ?? "local";
+  }
+
+  /** Number of keys held or awaited right now (unused keys take no memory). */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  protected acquire(key: string, request: LockRequest): Promise<Lock> {
+    const { exclusive } = request;
+    let entry = this.#entries.get(key);
+    if (entry === undefined) {
+      entry = new KeyEntry();
+      this.#entries.set(key, entry);
+    } else if (
+      entry.head !== undefined || entry.exclusive || (exclusive && entry.shared > 0)
+    ) {
+      return this.#wait(key, entry, request);
+    }
+    const lock = new LocalLock(this, this.#releaseLock, entry, key, exclusive);
+    this.#hold(lock);
+    return Promise.resolve(lock);
+  }
+
+  protected probe(key: string, exclusive: boolean): Promise<boolean> {
+    const entry = this.#entries.get(key);
+    // A queue is never left with a grantable head, so any entry means a holder exists.
+    const free = entry === undefined ||
+      (!exclusive && !entry.exclusive && entry.head === undefined);
+    return Promise.resolve(free);
+  }
+
+  protected shutdown(): Promise<void> {
+    for (const [key, entry] of this.#entries) {
+      for (let lock = entry.head; lock !== undefined; lock = entry.head) {
+        unlink(entry, lock);
+        this.#fail(lock, new LockFailed("the state was closed", { key, exclusive: lock.exclusive }));
+      }
+    }
+    this.#entries.clear();
+    for (let lock = this.#held.head; lock !== undefined; lock = this.#held.head) {
+      unlink(this.#held, lock);
+      lock.lose("the state was closed");
+    }
+    log.debug("{name}: closed", { name: this.#name });
+    return Promise.resolve();
+  }
+
+  #wait(key: string, entry: KeyEntry, request: LockRequest): Promise<Lock> {
+    const { exclusive, signal, deadline } = request;
+    if (request.tryOnce) {
+      return Promise.reject(new LockFailed("it is busy (timeout 0)", { key, exclusive }));
+    }
+    const lock = new LocalLock(this, this.#releaseLock, entry, key, exclusive);
+    const promise = new Promise<Lock>((resolve, reject) => {
+      lock.waiting = { resolve, reject, timer: undefined, signal, onAbort: undefined };
+    });
+    const waiting = lock.waiting!;
+    append(entry, lock);
+    if (deadline !== undefined) {
+      const timeout = Math.round(deadline - performance.now());
+      waiting.timer = new DeadlineTimer(deadline, () => {
+        this.#giveUp(lock, new LockFailed(`timed out`, { key, exclusive, cause: { timeout } }));
+      });
+    }
+    if (signal !== undefined) {
+      waiting.onAbort = () => {
+        this.#giveUp(lock, new LockFailed("aborted", { key, exclusive, cause: signal.reason }));
+      };
+      signal.addEventListener("abort", waiting.onAbort, { once: true });
+    }
+    if (log.isEnabledFor("debug")) {
+      log.debug("{name}: waiting for {mode} lock on {key}", {
+        name: this.#name,
+        mode: exclusive ? "exclusive" : "shared",
+        key,
+      });
+    }
+    return promise;
+  }
+
+  /** Marks a lock held (from the fast path or the queue). */
+  #hold(lock: LocalLock): void {
+    if (lock.exclusive) lock.entry.exclusive = true;
+    else lock.entry.shared++;
+    append(this.#held, lock);
+  }
+
+  #release(lock: LocalLock): void {
+    unlink(this.#held, lock);
+    const entry = lock.entry;
+    if (lock.exclusive) entry.exclusive = false;
+    else entry.shared--;
+    if (entry.head !== undefined) this.#grantWaiting(entry);
+    if (entry.unused) this.#entries.delete(lock.key);
+  }
+
+  /** Grants the head of the queue while it fits: one exclusive, or a run of shared requests. */
+  #grantWaiting(entry: KeyEntry): void {
+    for (let lock = entry.head; lock !== undefined; lock = entry.head) {
+      if (entry.exclusive || (lock.exclusive && entry.shared > 0)) return;
+      unlink(entry, lock);
+      const waiting = this.#settle(lock);
+      this.#hold(lock);
+      waiting.resolve(lock);
+      if (lock.exclusive) return;
+    }
+  }
+
+  /** A waiting request timed out or was aborted: it leaves the queue and nothing behind. */
+  #giveUp(lock: LocalLock, error: LockFailed): void {
+    if (lock.waiting === undefined) return;
+    const entry = lock.entry;
+    unlink(entry, lock);
+    this.#fail(lock, error);
+    // An exclusive request that leaves may unblock the shared requests behind it.
+    if (entry.head !== undefined) this.#grantWaiting(entry);
+    if (entry.unused) this.#entries.delete(lock.key);
+  }
+
+  #fail(lock: LocalLock, error: LockFailed): void {
+    this.#settle(lock).reject(error);
+  }
+
+  /** Ends the waiting phase of `lock`: stops its timer and its abort listener. */
+  #settle(lock: LocalLock): Waiting {
+    const waiting = lock.waiting!;
+    lock.waiting = undefined;
+    waiting.timer?.cancel();
+    if (waiting.onAbort !== undefined) {
+      waiting.signal!.removeEventListener("abort", waiting.onAbort);
+    }
+    return waiting;
+  }
+}

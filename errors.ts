@@ -1,0 +1,95 @@
+/**
+ * The two errors of the lock contract: {@link LockFailed} for "could not acquire" and
+ * {@link LockLost} for "held, then taken away by the backend".
+ *
+ * @module
+ */
+
+/** What both lock errors carry besides their message. */
+export interface LockErrorDetails {
+  /** The key of the lock. */
+  key: string;
+  /** Whether the exclusive (`true`) or the shared (`false`) mode was requested. */
+  exclusive: boolean;
+  /** The underlying reason: an abort reason, a driver error, … */
+  cause?: unknown;
+}
+
+/** Keys can be 64 KiB long; a message quotes only their start. */
+const QUOTED_KEY_LENGTH = 80;
+
+function describe(details: LockErrorDetails): string {
+  const key = details.key.length > QUOTED_KEY_LENGTH
+    ? `${details.key.slice(0, QUOTED_KEY_LENGTH)}…`
+    : details.key;
+  return `${details.exclusive ? "exclusive" : "shared"} lock on ${JSON.stringify(key)}`;
+}
+
+/**
+ * A lock could not be acquired: the timeout passed, the signal was aborted (its reason is the
+ * `cause`), the backend could not be reached, or the state is closed.
+ *
+ * @example Try once, do something else when the lock is busy
+ * ```ts
+ * import { LocalState, LockFailed } from "@momotor/shared-state";
+ *
+ * const state = new LocalState();
+ * try {
+ *   await using _lock = await state.getLock("report", { timeout: 0 });
+ *   // … build the report …
+ * } catch (error) {
+ *   if (!(error instanceof LockFailed)) throw error;
+ *   console.log(`busy: ${error.key}`);
+ * }
+ * ```
+ */
+export class LockFailed extends Error {
+  /** The key that could not be locked. */
+  readonly key: string;
+  /** The mode that was requested. */
+  readonly exclusive: boolean;
+
+  /**
+   * @param reason What went wrong, in a few words ("timed out after 50 ms").
+   * @param details The key, the mode and the underlying cause.
+   */
+  constructor(reason: string, details: LockErrorDetails) {
+    super(`Could not acquire ${describe(details)}: ${reason}`, { cause: details.cause });
+    this.name = "LockFailed";
+    this.key = details.key;
+    this.exclusive = details.exclusive;
+  }
+}
+
+/**
+ * A held lock was taken away by the backend: its connection died, or the state was closed. It is
+ * the `reason` of the lock's aborted {@link Lock.signal}; nothing re-acquires the lock.
+ *
+ * @example Stop working when the lock is lost
+ * ```ts
+ * import { LocalState, LockLost } from "@momotor/shared-state";
+ *
+ * const state = new LocalState();
+ * await using lock = await state.getLock("job/7");
+ * lock.signal.addEventListener("abort", () => {
+ *   console.log(lock.signal.reason instanceof LockLost); // true
+ * });
+ * ```
+ */
+export class LockLost extends Error {
+  /** The key of the lost lock. */
+  readonly key: string;
+  /** The mode the lost lock was held in. */
+  readonly exclusive: boolean;
+
+  /**
+   * @param reason What happened, in a few words ("the state was closed").
+   * @param details The key, the mode and the underlying cause.
+   */
+  constructor(reason: string, details: LockErrorDetails) {
+    super(`Lost ${describe(details)}: ${reason}`, { cause: details.cause });
+    this.name = "LockLost";
+    this.key = details.key;
+    this.exclusive = details.exclusive;
+  }
+}

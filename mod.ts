@@ -1,0 +1,36 @@
+/**
+ * Named read/write locks for workers that share state, behind one abstract class with pluggable
+ * backends: the TypeScript form of Python's `momotor.shared.state`.
+ *
+ * - {@link StateABC}: the contract (`getLock`, `testLock`, `withLock`, `close`).
+ * - {@link LocalState}: in memory, for the tasks of one process.
+ * - `PostgresState` (`@momotor/shared-state/postgres`): PostgreSQL advisory locks, across
+ *   processes and machines.
+ *
+ * This entry point uses web-standard APIs only and pulls in no database driver.
+ *
+ * @example
+ * ```ts
+ * import { LocalState } from "@momotor/shared-state";
+ *
+ * const state = new LocalState();
+ * {
+ *   await using _lock = await state.getLock("grading/42", { exclusive: false });
+ *   // … read what other workers may read at the same time …
+ * }
+ * await state.close();
+ * ```
+ *
+ * @module
+ */
+
+export { type LockErrorDetails, LockFailed, LockLost } from "./errors.ts";
+export {
+  type Lock,
+  type LockOptions,
+  type LockRequest,
+  StateABC,
+  type TestLockOptions,
+} from "./state.ts";
+export { LocalState, type LocalStateOptions } from "./backends/local.ts";
+export { LOG_CATEGORY } from "./internal/log.ts";
