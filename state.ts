@@ -6,7 +6,12 @@
  */
 
 import { LockFailed } from "./errors.ts";
-import { checkFunction, checkKey, checkTestOptions, parseLockOptions } from "./internal/arguments.ts";
+import {
+  checkFunction,
+  checkKey,
+  checkTestOptions,
+  parseLockOptions,
+} from "./internal/arguments.ts";
 
 /** How to ask for a lock. Every field is optional. */
 export interface LockOptions {
@@ -70,6 +75,8 @@ export interface LockRequest {
    * call's time for a `timeout: 0` request, which must not wait at all.
    */
   readonly deadline: number | undefined;
+  /** The caller's timeout in milliseconds, for messages; `undefined` waits for ever. */
+  readonly timeout: number | undefined;
   /** `true` for `timeout: 0`: try once. */
   readonly tryOnce: boolean;
   /** The caller's signal, if any; not yet aborted when the backend sees the request. */
@@ -213,7 +220,11 @@ export abstract class StateABC implements AsyncDisposable {
   /** The backend's {@link StateABC.close}: runs once; must not reject. */
   protected abstract shutdown(): Promise<void>;
 
-  #refusal(key: string, exclusive: boolean, signal: AbortSignal | undefined): LockFailed | undefined {
+  #refusal(
+    key: string,
+    exclusive: boolean,
+    signal: AbortSignal | undefined,
+  ): LockFailed | undefined {
     if (this.#closed) return new LockFailed("the state is closed", { key, exclusive });
     if (signal?.aborted) return new LockFailed("aborted", { key, exclusive, cause: signal.reason });
     return undefined;

@@ -143,7 +143,10 @@ export class LocalState extends StateABC {
     for (const [key, entry] of this.#entries) {
       for (let lock = entry.head; lock !== undefined; lock = entry.head) {
         unlink(entry, lock);
-        this.#fail(lock, new LockFailed("the state was closed", { key, exclusive: lock.exclusive }));
+        this.#fail(
+          lock,
+          new LockFailed("the state was closed", { key, exclusive: lock.exclusive }),
+        );
       }
     }
     this.#entries.clear();
@@ -156,7 +159,7 @@ export class LocalState extends StateABC {
   }
 
   #wait(key: string, entry: KeyEntry, request: LockRequest): Promise<Lock> {
-    const { exclusive, signal, deadline } = request;
+    const { exclusive, signal, deadline, timeout } = request;
     if (request.tryOnce) {
       return Promise.reject(new LockFailed("it is busy (timeout 0)", { key, exclusive }));
     }
@@ -167,9 +170,8 @@ export class LocalState extends StateABC {
     const waiting = lock.waiting!;
     append(entry, lock);
     if (deadline !== undefined) {
-      const timeout = Math.round(deadline - performance.now());
       waiting.timer = new DeadlineTimer(deadline, () => {
-        this.#giveUp(lock, new LockFailed(`timed out`, { key, exclusive, cause: { timeout } }));
+        this.#giveUp(lock, new LockFailed(`timed out after ${timeout} ms`, { key, exclusive }));
       });
     }
     if (signal !== undefined) {

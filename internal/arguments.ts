@@ -5,6 +5,7 @@ import type { LockOptions, LockRequest, TestLockOptions } from "../state.ts";
 const DEFAULT_REQUEST: LockRequest = Object.freeze({
   exclusive: true,
   deadline: undefined,
+  timeout: undefined,
   tryOnce: false,
   signal: undefined,
 });
@@ -66,6 +67,7 @@ export function parseLockOptions(options: LockOptions | undefined): LockRequest 
   return {
     exclusive,
     deadline: timeout === undefined ? undefined : performance.now() + timeout,
+    timeout,
     tryOnce: timeout === 0,
     signal,
   };
