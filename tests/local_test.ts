@@ -1,0 +1,62 @@
+import assert from "node:assert/strict";
+import process from "node:process";
+import { describe, it } from "node:test";
+import { LocalState } from "../mod.ts";
+import { conformanceSuite } from "./conformance.ts";
+
+const states = new Set<LocalState>();
+
+conformanceSuite({
+  name: "LocalState",
+  create() {
+    const state = new LocalState();
+    states.add(state);
+    return state;
+  },
+  assertClean() {
+    for (const state of states) assert.equal(state.size, 0, "LocalState kept a key entry");
+    states.clear();
+    return Promise.resolve();
+  },
+});
+
+describe("LocalState", () => {
+  it("forgets a key as soon as it is neither held nor awaited", async () => {
+    const state = new LocalState();
+    const lock = await state.getLock("a");
+    const waiter = state.getLock("a", { timeout: 5 }).catch(() => "timed out");
+    assert.equal(state.size, 1);
+    assert.equal(await waiter, "timed out");
+    assert.equal(state.size, 1);
+    await lock.release();
+    assert.equal(state.size, 0);
+  });
+
+  it("leaves the heap where it was after 200,000 distinct keys", async () => {
+    const gc = (globalThis as { gc?: () => void }).gc;
+    const state = new LocalState();
+    const lockAll = async (prefix: string) => {
+      for (let i = 0; i < 200_000; i++) {
+        const lock = await state.getLock(`${prefix}/${i}`, { exclusive: i % 2 === 0 });
+        await lock.release();
+      }
+    };
+    await lockAll("warm-up");
+    gc?.();
+    const before = process.memoryUsage().heapUsed;
+    await lockAll("measured");
+    gc?.();
+    const after = process.memoryUsage().heapUsed;
+    assert.equal(state.size, 0);
+    if (gc !== undefined) {
+      // A kept entry costs well over 100 bytes: 200,000 of them would be > 20 MB.
+      const grown = after - before;
+      assert.ok(grown < 4 * 1024 * 1024, `heap grew by ${grown} bytes`);
+    }
+  });
+
+  it("rejects bad constructor options", () => {
+    assert.throws(() => new LocalState(null as never), TypeError);
+    assert.throws(() => new LocalState({ name: 5 as never }), TypeError);
+  });
+});
