@@ -50,6 +50,8 @@ export class LockFailed extends Error {
   readonly exclusive: boolean;
 
   /**
+   * Makes the error; its message names the mode, the key and the reason.
+   *
    * @param reason What went wrong, in a few words ("timed out after 50 ms").
    * @param details The key, the mode and the underlying cause.
    */
@@ -83,6 +85,8 @@ export class LockLost extends Error {
   readonly exclusive: boolean;
 
   /**
+   * Makes the error; its message names the mode, the key and the reason.
+   *
    * @param reason What happened, in a few words ("the state was closed").
    * @param details The key, the mode and the underlying cause.
    */

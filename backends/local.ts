@@ -98,7 +98,11 @@ export class LocalState extends StateABC {
   readonly #name: string;
   readonly #releaseLock = (lock: LocalLock) => this.#release(lock);
 
-  /** @param options A name for debug logs. */
+  /**
+   * Makes an empty state.
+   *
+   * @param options A name for debug logs.
+   */
   constructor(options: LocalStateOptions = {}) {
     super();
     if (typeof options !== "object" || options === null) {
@@ -115,6 +119,7 @@ export class LocalState extends StateABC {
     return this.#entries.size;
   }
 
+  /** Grants at once when the key is free and nobody waits, else queues the request. */
   protected acquire(key: string, request: LockRequest): Promise<Lock> {
     const { exclusive } = request;
     let entry = this.#entries.get(key);
@@ -131,6 +136,7 @@ export class LocalState extends StateABC {
     return Promise.resolve(lock);
   }
 
+  /** Answers from the key's entry, without waiting. */
   protected probe(key: string, exclusive: boolean): Promise<boolean> {
     const entry = this.#entries.get(key);
     // A queue is never left with a grantable head, so any entry means a holder exists.
@@ -139,6 +145,7 @@ export class LocalState extends StateABC {
     return Promise.resolve(free);
   }
 
+  /** Fails every waiting request and marks every held lock lost. */
   protected shutdown(): Promise<void> {
     for (const [key, entry] of this.#entries) {
       for (let lock = entry.head; lock !== undefined; lock = entry.head) {
