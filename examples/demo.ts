@@ -2,13 +2,12 @@
  * The demo: graders read a shared cache under shared locks while a refresher rebuilds it under an
  * exclusive lock, and a timeline shows who waits, who holds and in which mode.
  *
- *     deno task demo
- *
- * It runs on the in-memory LocalState, all workers in this process.
+ *     deno task demo                                   # every worker in this process, LocalState
+ *     DATABASE_URL=postgres://… deno task demo         # one OS process per worker, PostgresState
  */
 
-import { LocalState, type StateABC } from "../mod.ts";
-import { runWorker, type Step, Timeline } from "./demo_workers.ts";
+import { LocalState } from "../mod.ts";
+import { type DemoEvent, runWorker, type Step, Timeline } from "./demo_workers.ts";
 
 const KEY = "grading/cache";
 
@@ -24,16 +23,82 @@ const WORKERS: Record<string, Step[]> = {
   }],
 };
 
+const databaseUrl = Deno.env.get("DATABASE_URL");
+
+/** Child process mode: `demo.ts --worker NAME`, reporting events as JSON lines on stdout. */
+async function runChild(name: string, url: string): Promise<void> {
+  const { PostgresState } = await import("../backends/postgres.ts");
+  await using state = new PostgresState(url, { namespace: "shared-state-demo" });
+  const report = (event: DemoEvent) => console.log(JSON.stringify(event));
+  report({ worker: name, what: "ready" });
+  // Start together: the parent writes a line on stdin once every worker is connected and ready.
+  await Deno.stdin.readable.getReader().read();
+  await runWorker(state, KEY, name, WORKERS[name], report);
+}
+
+/** Runs every worker as its own OS process and merges their events into one timeline. */
+async function runProcesses(url: string, timeline: Timeline): Promise<void> {
+  const children = Object.keys(WORKERS).map((name) => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", import.meta.filename!, "--worker", name],
+      env: { DATABASE_URL: url },
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    return { name, child, lines: lines(child.stdout) };
+  });
+  // Wait until each worker says it is ready, then let them all go.
+  for (const { name, lines } of children) {
+    const first = await lines.next();
+    if (first.done) throw new Error(`worker ${name} exited before it was ready`);
+  }
+  timeline.restart();
+  await Promise.all(children.map(async ({ child }) => {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode("go\n"));
+    await writer.close();
+  }));
+  await Promise.all(children.map(async ({ name, child, lines }) => {
+    for await (const line of lines) timeline.record(JSON.parse(line));
+    const status = await child.status;
+    if (!status.success) throw new Error(`worker ${name} failed with exit code ${status.code}`);
+  }));
+}
+
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let buffered = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    buffered += chunk;
+    let newline;
+    while ((newline = buffered.indexOf("\n")) >= 0) {
+      yield buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+    }
+  }
+}
+
 async function main(): Promise<void> {
-  const timeline = new Timeline(performance.now(), (line) => console.log(line));
-  console.log(`shared-state demo: ${Object.keys(WORKERS).length} workers on one LocalState`);
-  console.log(
-    `key ${JSON.stringify(KEY)}; graders read it shared, the refresher writes it exclusive\n`,
-  );
-  await using state: StateABC = new LocalState();
-  await Promise.all(
-    Object.entries(WORKERS).map(([name, steps]) => runWorker(state, KEY, name, steps, timeline)),
-  );
+  const workerFlag = Deno.args.indexOf("--worker");
+  if (workerFlag >= 0) return await runChild(Deno.args[workerFlag + 1], databaseUrl!);
+
+  const timeline = new Timeline((line) => console.log(line));
+  const names = Object.keys(WORKERS);
+  if (databaseUrl) {
+    console.log(`shared-state demo: ${names.length} OS processes, PostgresState`);
+    console.log(`database: ${new URL(databaseUrl).host}, key ${JSON.stringify(KEY)}`);
+  } else {
+    console.log(`shared-state demo: ${names.length} workers in one process, LocalState`);
+    console.log(`key ${JSON.stringify(KEY)} (set DATABASE_URL to run them as OS processes)`);
+  }
+  console.log("graders read the cache in shared mode; the refresher rebuilds it exclusively\n");
+  if (databaseUrl) {
+    await runProcesses(databaseUrl, timeline);
+  } else {
+    await using state = new LocalState();
+    const report = (event: DemoEvent) => timeline.record(event);
+    await Promise.all(names.map((name) => runWorker(state, KEY, name, WORKERS[name], report)));
+  }
   console.log(`\n${timeline.summary()}`);
 }
 

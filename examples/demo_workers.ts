@@ -1,4 +1,4 @@
-/** The workers of the demo and the timeline they print. */
+/** The workers of the demo and the timeline they report to. */
 
 import type { StateABC } from "../mod.ts";
 
@@ -11,63 +11,72 @@ export interface Step {
   after?: number;
 }
 
+/** What a worker reports; `waited` comes with "holds". */
+export interface DemoEvent {
+  worker: string;
+  what: "ready" | "waits" | "holds" | "releases";
+  mode?: Step["mode"];
+  waited?: number;
+}
+
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Prints events with the time since the start and who holds the key. */
 export class Timeline {
-  readonly #start: number;
+  #start = performance.now();
   readonly #print: (line: string) => void;
-  readonly #holders = new Map<string, string>();
-  #waits: number[] = [];
+  readonly #holders = new Map<string, Step["mode"]>();
+  readonly #waits: number[] = [];
 
-  constructor(start: number, print: (line: string) => void) {
-    this.#start = start;
+  constructor(print: (line: string) => void) {
     this.#print = print;
   }
 
-  event(worker: string, what: "waits" | "holds" | "releases", mode: Step["mode"]): void {
-    if (what === "holds") this.#holders.set(worker, mode);
-    if (what === "releases") this.#holders.delete(worker);
-    const seconds = ((performance.now() - this.#start) / 1000).toFixed(3);
-    const holders = [...this.#holders].map(([name, m]) =>
-      `${name}${m === "exclusive" ? "(X)" : ""}`
-    );
-    this.#print(
-      `+${seconds}s  ${worker.padEnd(10)} ${what.padEnd(8)} ${mode.padEnd(9)}  holders: ${
-        holders.join(", ") || "-"
-      }`,
-    );
+  /** Counts time from now on. */
+  restart(): void {
+    this.#start = performance.now();
   }
 
-  waited(ms: number): void {
-    this.#waits.push(ms);
+  record(event: DemoEvent): void {
+    if (event.what === "ready") return;
+    const mode = event.mode!;
+    if (event.what === "holds") {
+      this.#holders.set(event.worker, mode);
+      this.#waits.push(event.waited ?? 0);
+    }
+    if (event.what === "releases") this.#holders.delete(event.worker);
+    const seconds = ((performance.now() - this.#start) / 1000).toFixed(3);
+    const holders = [...this.#holders].map(([name, m]) => m === "exclusive" ? `${name} (X)` : name);
+    const waited = event.what === "holds" ? ` after ${event.waited?.toFixed(0)} ms` : "";
+    this.#print(
+      `+${seconds}s  ${event.worker.padEnd(10)} ${event.what.padEnd(8)} ${mode.padEnd(9)}` +
+        `  holders: ${holders.join(", ") || "-"}${waited}`,
+    );
   }
 
   summary(): string {
     const total = this.#waits.reduce((sum, ms) => sum + ms, 0);
     const longest = Math.max(0, ...this.#waits);
-    return `${this.#waits.length} critical sections, ${
-      total.toFixed(0)
-    } ms waited in all, longest wait ${longest.toFixed(0)} ms`;
+    return `${this.#waits.length} critical sections, ${total.toFixed(0)} ms waited in all, ` +
+      `longest wait ${longest.toFixed(0)} ms`;
   }
 }
 
-/** Runs one worker's steps against `state`, reporting to `timeline`. */
+/** Runs one worker's steps against `state`, reporting each event. */
 export async function runWorker(
   state: StateABC,
   key: string,
   name: string,
   steps: Step[],
-  timeline: Timeline,
+  report: (event: DemoEvent) => void,
 ): Promise<void> {
   for (const step of steps) {
     await delay(step.after ?? 0);
-    timeline.event(name, "waits", step.mode);
+    report({ worker: name, what: "waits", mode: step.mode });
     const asked = performance.now();
     await using _lock = await state.getLock(key, { exclusive: step.mode === "exclusive" });
-    timeline.waited(performance.now() - asked);
-    timeline.event(name, "holds", step.mode);
+    report({ worker: name, what: "holds", mode: step.mode, waited: performance.now() - asked });
     await delay(step.ms);
-    timeline.event(name, "releases", step.mode);
+    report({ worker: name, what: "releases", mode: step.mode });
   }
 }
