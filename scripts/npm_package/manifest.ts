@@ -179,14 +179,16 @@ export async function exportMapProblems(
   return problems;
 }
 
-/** The first paragraph of a file's leading JSDoc (its `@module` doc), on one line. */
-export function moduleSummary(source: string): string {
+/** The text of a file's leading JSDoc comment (its `@module` doc), without the `*` margins. */
+export function moduleDoc(source: string): string {
   const doc = /^\s*\/\*\*([\s\S]*?)\*\//.exec(source)?.[1] ?? "";
-  const lines = doc.split("\n").map((line) => line.replace(/^\s*\* ?/, "").trim());
-  const start = lines.findIndex((line) => line !== "");
-  if (start < 0) return "";
-  const end = lines.indexOf("", start);
-  return lines.slice(start, end < 0 ? undefined : end).join(" ")
+  return doc.split("\n").map((line) => line.replace(/^\s*\* ?/, "").trimEnd()).join("\n").trim();
+}
+
+/** The first paragraph of a file's `@module` doc, on one line, as plain text. */
+export function moduleSummary(source: string): string {
+  const [paragraph] = moduleDoc(source).split(/\n\s*\n/);
+  return paragraph.split("\n").map((line) => line.trim()).join(" ")
     .replace(/\{@link\s+([^}|\s]+)[^}]*\}/g, "$1")
     .replaceAll("`", "")
     .trim();
