@@ -6,6 +6,7 @@
  * @module
  */
 
+import { dirname, relative, resolve } from "node:path";
 import ts from "typescript";
 import { parseNpmSpecifier } from "./config.ts";
 
@@ -162,9 +163,35 @@ function check(program: ts.Program, files: readonly ts.SourceFile[], host: ts.Co
   }
 }
 
-function emit(program: ts.Program, files: readonly ts.SourceFile[], host: ts.CompilerHost) {
+/**
+ * Source maps point at the sources as if they sat in the package root (`backends/local.ts`), not
+ * at the repository the package was built in: stack traces then read
+ * `…/@momotor/shared-state/backends/local.ts`. The sources themselves are inlined in the maps.
+ */
+function sourceMapWriter(input: CompileInput): ts.WriteFileCallback {
+  const packageRoot = dirname(input.outDir);
+  return (fileName, text, writeByteOrderMark) => {
+    if (fileName.endsWith(".map")) {
+      const map = JSON.parse(text);
+      const mapDir = dirname(fileName);
+      map.sources = map.sources.map((source: string) =>
+        relative(mapDir, resolve(packageRoot, relative(input.root, resolve(mapDir, source))))
+      );
+      text = JSON.stringify(map);
+    }
+    ts.sys.writeFile(fileName, text, writeByteOrderMark);
+  };
+}
+
+function emit(
+  program: ts.Program,
+  files: readonly ts.SourceFile[],
+  host: ts.CompilerHost,
+  input: CompileInput,
+) {
+  const writeFile = sourceMapWriter(input);
   for (const file of files) {
-    const result = program.emit(file, undefined, undefined, false, transformers);
+    const result = program.emit(file, writeFile, undefined, false, transformers);
     if (result.diagnostics.length > 0) {
       throw new CompileError(ts.formatDiagnosticsWithColorAndContext(result.diagnostics, host));
     }
@@ -200,7 +227,7 @@ export function compile(input: CompileInput): string[] {
   });
   const packageFiles = ownFiles(packageProgram, input.root);
   check(packageProgram, packageFiles, packageHost);
-  emit(packageProgram, packageFiles, packageHost);
+  emit(packageProgram, packageFiles, packageHost, input);
 
   const testOptions = baseOptions(input);
   const testHost = createHost(testOptions, input);
@@ -214,6 +241,6 @@ export function compile(input: CompileInput): string[] {
     !packagePaths.has(file.fileName)
   );
   check(testProgram, testFiles, testHost);
-  emit(testProgram, testFiles, testHost);
+  emit(testProgram, testFiles, testHost, input);
   return [...packagePaths];
 }

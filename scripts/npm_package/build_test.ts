@@ -1,0 +1,176 @@
+/** Tests of the npm build's pure parts: specifiers, the derived manifest, the export map check. */
+
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { type DenoConfig, npmPackageOf, parseNpmSpecifier } from "./config.ts";
+import { rewriteSpecifier } from "./compile.ts";
+import { buildManifest, exportMapProblems, moduleSummary } from "./manifest.ts";
+
+const config: DenoConfig = {
+  name: "@momotor/shared-state",
+  version: "1.2.3",
+  license: "MIT",
+  exports: { ".": "./mod.ts", "./postgres": "./backends/postgres.ts", "./broker": "./b/broker.ts" },
+  imports: {
+    "@logtape/logtape": "npm:@logtape/logtape@^2.4.2",
+    "postgres": "npm:postgres@^3.4.9",
+    "ws": "npm:ws@^8.18.0",
+    "fast-check": "npm:fast-check@^4",
+    "typescript": "npm:typescript@~5.9.3",
+    "unpinned": "npm:unpinned",
+    "local/": "./vendor/",
+    "lodash/": "npm:/lodash@^4.17.0/",
+  },
+};
+
+describe("npm specifiers", () => {
+  it("parses names, scopes, ranges and subpaths", () => {
+    assert.deepEqual(parseNpmSpecifier("npm:postgres@^3.4.9"), {
+      name: "postgres",
+      range: "^3.4.9",
+      subpath: "",
+    });
+    assert.deepEqual(parseNpmSpecifier("npm:@logtape/logtape@2/x/y"), {
+      name: "@logtape/logtape",
+      range: "2",
+      subpath: "/x/y",
+    });
+    assert.deepEqual(parseNpmSpecifier("npm:/lodash@^4.17.0/fp"), {
+      name: "lodash",
+      range: "^4.17.0",
+      subpath: "/fp",
+    });
+    assert.equal(parseNpmSpecifier("jsr:@std/assert"), undefined);
+    assert.equal(parseNpmSpecifier("./mod.ts"), undefined);
+  });
+
+  it("finds the package behind a bare specifier through the import map", () => {
+    assert.equal(npmPackageOf("postgres", config).range, "^3.4.9");
+    assert.deepEqual(npmPackageOf("lodash/fp", config), {
+      name: "lodash",
+      range: "^4.17.0",
+      subpath: "/fp",
+    });
+    assert.equal(npmPackageOf("npm:left-pad@1", config).name, "left-pad");
+    assert.throws(() => npmPackageOf("unknown", config), /not an npm package/);
+    assert.throws(() => npmPackageOf("local/x.ts", config), /not an npm package/);
+    assert.throws(() => npmPackageOf("unpinned", config), /no version range/);
+  });
+
+  it("rewrites relative .ts to .js and npm: to bare names, nothing else", () => {
+    assert.equal(rewriteSpecifier("./state.ts"), "./state.js");
+    assert.equal(rewriteSpecifier("../internal/log.ts"), "../internal/log.js");
+    assert.equal(rewriteSpecifier("./x.mts"), "./x.mjs");
+    assert.equal(rewriteSpecifier("npm:postgres@^3"), "postgres");
+    assert.equal(rewriteSpecifier("npm:@a/b@1/c"), "@a/b/c");
+    assert.equal(rewriteSpecifier("postgres"), "postgres");
+    assert.equal(rewriteSpecifier("node:test"), "node:test");
+    assert.equal(rewriteSpecifier("some.ts"), "some.ts");
+  });
+});
+
+describe("package.json", () => {
+  const manifest = buildManifest({
+    config,
+    description: "Locks.",
+    mainImports: ["@logtape/logtape", "node:process"],
+    optionalImports: ["postgres", "ws", "@logtape/logtape", "node:net"],
+    testImports: ["node:test", "fast-check", "postgres"],
+    packageFiles: ["mod.ts", "backends/postgres.ts", "mod.ts"],
+  });
+
+  it("makes what the main entry point imports a dependency, the rest optional peers", () => {
+    assert.deepEqual(manifest.dependencies, { "@logtape/logtape": "^2.4.2" });
+    assert.deepEqual(manifest.peerDependencies, { postgres: "^3.4.9", ws: "^8.18.0" });
+    assert.deepEqual(manifest.peerDependenciesMeta, {
+      postgres: { optional: true },
+      ws: { optional: true },
+    });
+    assert.deepEqual(Object.keys(manifest.devDependencies), [
+      "@types/node",
+      "fast-check",
+      "postgres",
+      "ws",
+    ]);
+  });
+
+  it("exports every deno.json entry point with types and default", () => {
+    assert.deepEqual(manifest.exports, {
+      ".": { types: "./esm/mod.d.ts", default: "./esm/mod.js" },
+      "./postgres": {
+        types: "./esm/backends/postgres.d.ts",
+        default: "./esm/backends/postgres.js",
+      },
+      "./broker": { types: "./esm/b/broker.d.ts", default: "./esm/b/broker.js" },
+    });
+    assert.equal(manifest.main, "./esm/mod.js");
+    assert.equal(manifest.version, "1.2.3");
+    assert.equal(manifest.type, "module");
+    assert.equal(manifest.sideEffects, false);
+  });
+
+  it("lists each compiled file once", () => {
+    assert.deepEqual(manifest.files, [
+      "esm/backends/postgres.js",
+      "esm/backends/postgres.js.map",
+      "esm/backends/postgres.d.ts",
+      "esm/mod.js",
+      "esm/mod.js.map",
+      "esm/mod.d.ts",
+    ]);
+  });
+
+  it("refuses imports npm cannot serve", () => {
+    for (const specifier of ["jsr:@std/assert", "https://deno.land/x/y.ts"]) {
+      assert.throws(
+        () => buildManifest({ ...baseInput(), mainImports: [specifier] }),
+        /cannot be imported from an npm package/,
+      );
+    }
+  });
+
+  it("takes the description from the first paragraph of the @module doc", () => {
+    const source =
+      "/**\n * Named locks, see {@link StateABC}\n * and `LocalState`.\n *\n * More.\n" +
+      " *\n * @module\n */\nexport {};\n";
+    assert.equal(moduleSummary(source), "Named locks, see StateABC and LocalState.");
+  });
+});
+
+function baseInput() {
+  return {
+    config,
+    description: "",
+    mainImports: [],
+    optionalImports: [],
+    testImports: [],
+    packageFiles: [],
+  };
+}
+
+describe("export map check", () => {
+  it("reports missing, extra and mismatched entries and missing files", async () => {
+    const manifest = buildManifest({ ...baseInput(), packageFiles: ["mod.ts"] });
+    delete manifest.exports["./broker"];
+    manifest.exports["./extra"] = { types: "./esm/x.d.ts", default: "./esm/x.js" };
+    manifest.exports["./postgres"].default = "./esm/elsewhere.js";
+    const problems = await exportMapProblems(config, manifest, "/nonexistent");
+    assert.match(problems[0], /deno.json exports \., \.\/broker, \.\/postgres; package.json/);
+    assert.ok(problems.some((p) => p.startsWith("export ./postgres: {")));
+    assert.ok(problems.some((p) => p.includes("./esm/mod.js is missing")));
+  });
+
+  it("accepts a manifest built from the same deno.json", async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      for (const path of ["esm/mod", "esm/backends/postgres", "esm/b/broker"]) {
+        await Deno.mkdir(`${dir}/${path.slice(0, path.lastIndexOf("/"))}`, { recursive: true });
+        await Deno.writeTextFile(`${dir}/${path}.js`, "");
+        await Deno.writeTextFile(`${dir}/${path}.d.ts`, "");
+      }
+      assert.deepEqual(await exportMapProblems(config, buildManifest(baseInput()), dir), []);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+});
