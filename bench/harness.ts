@@ -1,0 +1,85 @@
+/**
+ * Measuring: warm-up, calibrated rounds, medians, heap after a forced GC. Runtime-neutral (web
+ * globals and `node:process` only), so the same code measures under Deno and under Node.
+ *
+ * @module
+ */
+
+import process from "node:process";
+
+/** How much measuring to do. */
+export interface Effort {
+  /** `true` for the CI smoke round: tiny fixed sizes, one round, numbers meaningless. */
+  smoke: boolean;
+  /** Timed rounds per subject and scenario; the median is reported. */
+  rounds: number;
+  /** Wanted duration of one timed round, in milliseconds (operation counts are calibrated). */
+  roundMs: number;
+}
+
+/** Full measurement: 7 rounds of about 150 ms each, after a calibrating warm-up. */
+export const FULL_EFFORT: Effort = { smoke: false, rounds: 7, roundMs: 150 };
+
+/** The CI smoke round: checks that the code runs; the numbers mean nothing. */
+export const SMOKE_EFFORT: Effort = { smoke: true, rounds: 1, roundMs: 0 };
+
+/** Runs `ops` operations of one scenario on one subject. */
+export type Workload = (ops: number) => Promise<void>;
+
+/** The median of `values` (which must not be empty). */
+export function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+/** Runs a full garbage collection when the runtime exposes one (`--expose-gc`). */
+export function collectGarbage(): void {
+  (globalThis as { gc?: () => void }).gc?.();
+}
+
+/** Whether {@link collectGarbage} really collects, i.e. heap numbers are meaningful. */
+export const canCollectGarbage: boolean = typeof (globalThis as { gc?: unknown }).gc === "function";
+
+/** Bytes of live JavaScript heap after a full GC. */
+export function liveHeap(): number {
+  collectGarbage();
+  return process.memoryUsage().heapUsed;
+}
+
+/** Lets timers and pending callbacks run (a library's deferred clean-up, for instance). */
+export function settle(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 5));
+}
+
+/** Times one run of `ops` operations; returns milliseconds. */
+export async function timeRun(workload: Workload, ops: number): Promise<number> {
+  const started = performance.now();
+  await workload(ops);
+  return performance.now() - started;
+}
+
+/**
+ * Warms `workload` up and finds how many operations take about `effort.roundMs`, doubling from
+ * `startOps`; the result is a multiple of `granularity` (e.g. the number of tasks).
+ */
+export async function calibrate(
+  workload: Workload,
+  effort: Effort,
+  startOps: number,
+  granularity = 1,
+): Promise<number> {
+  const round = (ops: number) => Math.max(granularity, Math.round(ops / granularity) * granularity);
+  let ops = round(startOps);
+  if (effort.smoke) return ops;
+  for (;;) {
+    const ms = await timeRun(workload, ops);
+    if (ms >= effort.roundMs / 4 || ops >= 1e8) {
+      // One more run at the final size finishes the warm-up of the optimised code.
+      const final = round(ops * effort.roundMs / Math.max(ms, 0.001));
+      await timeRun(workload, final);
+      return final;
+    }
+    ops *= 4;
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * Runs the in-process group under Node against the npm build (`npm/esm/`, made by
+ * `deno task build:npm`): compiles the runtime-neutral bench files to `.bench-tmp/node/` with the
+ * `npm:` specifiers turned into package names and `../mod.ts` into the built package, installs the
+ * peers there with npm, and runs `bench/node_entry.ts` under `node --expose-gc`.
+ *
+ * @module
+ */
+
+import ts from "typescript";
+import type { GroupResult } from "./results.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const BUILT_MOD = `${ROOT}/npm/esm/mod.js`;
+const OUT = `${ROOT}/.bench-tmp/node`;
+/** The runtime-neutral files the Node run needs. */
+const FILES = ["harness.ts", "results.ts", "subjects.ts", "in_process.ts", "node_entry.ts"];
+
+/** Why the Node run cannot happen, or `undefined` when it can. */
+export async function nodeUnavailable(): Promise<string | undefined> {
+  try {
+    await Deno.stat(BUILT_MOD);
+  } catch {
+    return "the npm build is missing (npm/esm/mod.js): run `deno task build:npm` first";
+  }
+  try {
+    await run("node", ["--version"], ROOT);
+  } catch {
+    return "`node` is not installed";
+  }
+  return undefined;
+}
+
+/** `npm:name@range/sub` → `{ name, range, subpath }`. */
+function parseNpm(specifier: string): { name: string; range: string; subpath: string } {
+  const match = /^npm:(@[^/@]+\/[^/@]+|[^/@]+)@([^/]+)(\/.*)?$/.exec(specifier);
+  if (match === null) throw new Error(`bench/node.ts: cannot read ${specifier}`);
+  return { name: match[1], range: match[2], subpath: match[3] ?? "" };
+}
+
+/** Compiles the bench files; returns the npm packages they import, name to range. */
+async function compile(): Promise<Record<string, string>> {
+  const packages: Record<string, string> = {};
+  await Deno.mkdir(OUT, { recursive: true });
+  for (const file of FILES) {
+    const source = await Deno.readTextFile(`${ROOT}/bench/${file}`);
+    const rewritten = source.replace(/(from\s+)"([^"]+)"/g, (_, from: string, spec: string) => {
+      if (spec.startsWith("npm:")) {
+        const { name, range, subpath } = parseNpm(spec);
+        packages[name] = range;
+        return `${from}"${name}${subpath}"`;
+      }
+      if (spec === "../mod.ts") return `${from}"${BUILT_MOD}"`;
+      if (spec.startsWith("./")) return `${from}"${spec.replace(/\.ts$/, ".js")}"`;
+      return `${from}"${spec}"`;
+    });
+    const { outputText } = ts.transpileModule(rewritten, {
+      compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext },
+      fileName: file,
+    });
+    await Deno.writeTextFile(`${OUT}/${file.replace(/\.ts$/, ".js")}`, outputText);
+  }
+  return packages;
+}
+
+async function run(command: string, args: string[], cwd: string, stdin = false): Promise<string> {
+  const output = await new Deno.Command(command, {
+    args,
+    cwd,
+    stdout: "piped",
+    stderr: "inherit",
+    stdin: stdin ? "inherit" : "null",
+  }).output();
+  if (!output.success) throw new Error(`${command} ${args.join(" ")} failed (${output.code})`);
+  return new TextDecoder().decode(output.stdout);
+}
+
+/** Node's version, e.g. `v20.20.2`. */
+export async function nodeVersion(): Promise<string> {
+  return (await run("node", ["--version"], ROOT)).trim();
+}
+
+/**
+ * Runs the in-process group under Node against the npm build.
+ *
+ * @param smoke `true` for the CI smoke round.
+ */
+export async function runNodeGroup(smoke: boolean): Promise<GroupResult> {
+  const packages = await compile();
+  const manifest = { private: true, type: "module", dependencies: packages };
+  await Deno.writeTextFile(`${OUT}/package.json`, JSON.stringify(manifest, null, 2) + "\n");
+  await run("npm", [
+    "install",
+    "--no-package-lock",
+    "--no-audit",
+    "--no-fund",
+    "--prefer-offline",
+    "--loglevel=error",
+  ], OUT);
+  const args = ["--expose-gc", `${OUT}/node_entry.js`, ...(smoke ? ["--smoke"] : [])];
+  const stdout = await run("node", args, ROOT);
+  const last = stdout.trim().split("\n").at(-1) ?? "";
+  return JSON.parse(last) as GroupResult;
+}
