@@ -1,0 +1,182 @@
+/**
+ * {@link PostgresState}: named read/write locks shared by every process and machine that uses
+ * the same PostgreSQL database, on its advisory locks.
+ *
+ * ```ts
+ * import { PostgresState } from "@momotor/shared-state/postgres";
+ *
+ * await using state = new PostgresState(Deno.env.get("DATABASE_URL")!, { namespace: "grader" });
+ * await using _lock = await state.getLock("grading/42", { timeout: 5000 });
+ * // … only one worker anywhere runs this at a time …
+ * ```
+ *
+ * @module
+ */
+
+import postgres from "postgres";
+import { LockFailed } from "../errors.ts";
+import { backendLogger } from "../internal/log.ts";
+import { type Lock, type LockRequest, StateABC } from "../state.ts";
+import { LockTable } from "./postgres/lock_table.ts";
+import {
+  type PostgresStateOptions,
+  type ResolvedOptions,
+  resolveOptions,
+} from "./postgres/options.ts";
+import { SessionPool } from "./postgres/pool.ts";
+import { sessionStatements, transactionStatements } from "./postgres/statements.ts";
+
+export { ADVISORY_LOCK_ID_SQL, advisoryLockId } from "./postgres/lock_id.ts";
+export type { PostgresStateOptions } from "./postgres/options.ts";
+export type { LockMode } from "./postgres/statements.ts";
+
+const log = backendLogger("postgres");
+
+function isClient(value: unknown): value is postgres.Sql {
+  if (typeof value !== "function") return false;
+  const options = (value as { options?: unknown }).options;
+  return typeof options === "object" && options !== null && "shared" in options;
+}
+
+/**
+ * Named read/write locks on PostgreSQL advisory locks, for workers on many machines that share a
+ * database: per key, many shared holders or one exclusive holder.
+ *
+ * - Keys become 64-bit lock ids ({@link advisoryLockId}); `namespace` keeps applications apart.
+ * - Requests of one process are settled in process first (PostgreSQL's advisory locks are
+ *   reentrant per session), first come first served; waiting across processes happens in
+ *   PostgreSQL's own fair lock queue, never in a polling loop.
+ * - Uncontended locks share one connection (a thousand held locks take one connection); each
+ *   request that has to wait in PostgreSQL takes a connection of its own while it waits.
+ * - A dead connection aborts the `signal` of every lock held on it with `LockLost`, promptly;
+ *   nothing is re-acquired behind your back, and new requests connect again.
+ *
+ * Give it a connection URL (the state opens and ends its own connections) or a postgres.js
+ * client: the state then opens its own connections with that client's settings, one client per
+ * connection, and leaves yours open.
+ *
+ * @example Deno
+ * ```ts
+ * import { PostgresState } from "@momotor/shared-state/postgres";
+ *
+ * const state = new PostgresState("postgres://app@db.internal/app", { namespace: "grader" });
+ * await state.withLock("report", async (lock) => {
+ *   await fetch("https://example.com/build", { signal: lock.signal });
+ * });
+ * await state.close();
+ * ```
+ *
+ * @example With an existing postgres.js client
+ * ```ts
+ * import postgres from "postgres";
+ * import { PostgresState } from "@momotor/shared-state/postgres";
+ *
+ * const sql = postgres(process.env.DATABASE_URL!);
+ * const state = new PostgresState(sql, { namespace: "grader" });
+ * await state.close(); // `sql` stays open
+ * ```
+ */
+export class PostgresState extends StateABC {
+  readonly #options: ResolvedOptions;
+  readonly #pool: SessionPool;
+  readonly #table: LockTable;
+  readonly #template: postgres.Sql | undefined;
+
+  /**
+   * @param sql A connection URL (`postgres://user:password@host:port/database`), or a postgres.js
+   *   client whose settings the state's own connections copy.
+   * @param options Namespace, mode and tuning.
+   * @throws {TypeError} for anything else, or for ill-typed options.
+   * @throws {RangeError} for out-of-range numbers in the options.
+   */
+  constructor(sql: postgres.Sql | string, options?: PostgresStateOptions) {
+    super();
+    const resolved = resolveOptions(options);
+    let client: postgres.Sql;
+    if (typeof sql === "string") {
+      try {
+        // Never connects: it only parses the URL and options for the state's own clients.
+        client = postgres(sql, { ...options?.clientOptions, onnotice: () => {} });
+      } catch (error) {
+        throw new TypeError(`not a valid PostgreSQL connection URL: ${String(error)}`, {
+          cause: error,
+        });
+      }
+      this.#template = client;
+    } else if (isClient(sql)) {
+      client = sql;
+    } else {
+      throw new TypeError(
+        `PostgresState needs a connection URL or a postgres.js client, got ${
+          sql === null ? "null" : typeof sql
+        }`,
+      );
+    }
+    this.#options = resolved;
+    const transaction = resolved.mode === "transaction";
+    this.#pool = new SessionPool(
+      {
+        options: client.options as unknown as postgres.Options<Record<string, never>>,
+        sessionSettings: !transaction,
+      },
+      {
+        maxConnections: resolved.maxConnections,
+        keepIdle: resolved.keepIdleConnections,
+        heartbeatInterval: resolved.heartbeatInterval,
+      },
+    );
+    this.#table = new LockTable({
+      namespace: resolved.namespace,
+      mode: resolved.mode,
+      statements: transaction ? transactionStatements : sessionStatements,
+      pool: this.#pool,
+      handoffWindow: resolved.handoffWindow,
+      name: resolved.name,
+    });
+  }
+
+  /** The namespace of this state's lock ids. */
+  get namespace(): string {
+    return this.#options.namespace;
+  }
+
+  /** `"session"` or `"transaction"`. */
+  get mode(): "session" | "transaction" {
+    return this.#options.mode;
+  }
+
+  /** Number of keys held, awaited or being settled with the database right now. */
+  get size(): number {
+    return this.#table.size;
+  }
+
+  /** Number of database connections open or opening right now. */
+  get connections(): number {
+    return this.#pool.size;
+  }
+
+  protected acquire(key: string, request: LockRequest): Promise<Lock> {
+    try {
+      return this.#table.acquire(key, request);
+    } catch (error) {
+      return Promise.reject(
+        new LockFailed(`internal error: ${String(error)}`, {
+          key,
+          exclusive: request.exclusive,
+          cause: error,
+        }),
+      );
+    }
+  }
+
+  protected probe(key: string, exclusive: boolean): Promise<boolean> {
+    return this.#table.probe(key, exclusive);
+  }
+
+  protected async shutdown(): Promise<void> {
+    this.#table.close();
+    await this.#pool.shutdown();
+    await this.#template?.end({ timeout: 0 }).catch(() => {});
+    log.debug("{name}: closed", { name: this.#options.name });
+  }
+}

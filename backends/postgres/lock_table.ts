@@ -1,0 +1,557 @@
+/**
+ * The in-process half of PostgresState: per key, the local holders and the local queue, and the
+ * one database lock that stands for them.
+ *
+ * PostgreSQL advisory locks are reentrant per session and a session never conflicts with itself,
+ * so the process must keep its own holders apart: requests queue here, first come first served,
+ * and at most one database operation per key runs at a time. Local holders of one mode share one
+ * database lock; a local successor takes the lock over without a round trip. Both only within
+ * `handoffWindow` ms of the database grant: after that the lock goes back to PostgreSQL, whose
+ * queue may hold a remote waiter, so that no remote request starves behind a busy process.
+ */
+
+import { LockFailed } from "../../errors.ts";
+import { BaseLock } from "../../internal/base_lock.ts";
+import { DeadlineTimer } from "../../internal/deadline.ts";
+import { append, type List, unlink } from "../../internal/intrusive_list.ts";
+import { backendLogger } from "../../internal/log.ts";
+import type { Lock, LockRequest } from "../../state.ts";
+import { advisoryLockId } from "./lock_id.ts";
+import type { SessionPool } from "./pool.ts";
+import type { HeldOnSession, Session } from "./session.ts";
+import {
+  describeError,
+  describeWaitError,
+  type LockMode,
+  SQLSTATE,
+  sqlState,
+  type Statements,
+} from "./statements.ts";
+
+const log = backendLogger("postgres");
+
+const RESOLVED: Promise<void> = Promise.resolve();
+
+/** How long an abandoned timed-out wait may outlive its deadline before it is cancelled. */
+const TIMEOUT_CANCEL_GRACE = 1000;
+
+/** What the table needs from its state. */
+export interface LockTableOptions {
+  readonly namespace: string;
+  readonly mode: LockMode;
+  readonly statements: Statements;
+  readonly pool: SessionPool;
+  readonly handoffWindow: number;
+  readonly name: string;
+}
+
+/** A request waiting in its key's local queue (and, at the head, maybe in the database). */
+class Waiter {
+  prev: Waiter | undefined = undefined;
+  next: Waiter | undefined = undefined;
+  /** Set while a database acquisition runs for this waiter. */
+  acquisition: Acquisition | undefined = undefined;
+  timer: DeadlineTimer | undefined = undefined;
+  onAbort: (() => void) | undefined = undefined;
+  settled = false;
+
+  constructor(
+    readonly exclusive: boolean,
+    readonly request: LockRequest,
+    readonly resolve: (lock: Lock) => void,
+    readonly reject: (error: LockFailed) => void,
+  ) {}
+}
+
+/** A held lock as the caller sees it. */
+class PostgresLock extends BaseLock {
+  prev: PostgresLock | undefined = undefined;
+  next: PostgresLock | undefined = undefined;
+
+  constructor(readonly entry: KeyEntry, exclusive: boolean, readonly table: LockTable) {
+    super(entry.key, exclusive);
+  }
+
+  protected unlock(): Promise<void> {
+    return this.table.release(this);
+  }
+}
+
+/** The database lock that stands for a key's local holders. */
+class DatabaseLock implements HeldOnSession {
+  constructor(
+    readonly entry: KeyEntry,
+    readonly session: Session,
+    readonly exclusive: boolean,
+    readonly grantedAt: number,
+    readonly table: LockTable,
+  ) {}
+
+  sessionLost(cause: unknown): void {
+    this.table.databaseLockLost(this, cause);
+  }
+}
+
+/** One key in use: exists while it is held, awaited or has a database operation running. */
+class KeyEntry {
+  readonly queue: List<Waiter> = { head: undefined, tail: undefined };
+  readonly holders: List<PostgresLock> = { head: undefined, tail: undefined };
+  /** Number of local holders. */
+  count = 0;
+  /** Whether the local holder is exclusive. */
+  exclusiveHeld = false;
+  /** The database lock held for this key, if any. */
+  db: DatabaseLock | undefined = undefined;
+  /** The database operation (acquire or release) running for this key; never rejects. */
+  op: Promise<void> | undefined = undefined;
+  /** When {@link KeyEntry.op} is a release: the promise holders' `release()` returns. */
+  releasing: Promise<void> | undefined = undefined;
+
+  constructor(readonly key: string, readonly id: bigint) {}
+}
+
+/** One attempt to get the database lock of a key for the waiter at the head of its queue. */
+class Acquisition {
+  /** The waiter gave up (timeout, abort, close): the attempt ends as soon as it safely can. */
+  abandoned = false;
+  #controller: AbortController | undefined;
+  /** Set while a blocking wait runs: ends it in the database. */
+  cancelWait: (() => void) | undefined = undefined;
+  /** The cancel sent, if any: the session is not reused before it was delivered. */
+  cancelling: Promise<void> | undefined = undefined;
+  graceTimer: ReturnType<typeof setTimeout> | undefined = undefined;
+
+  constructor(readonly entry: KeyEntry, readonly waiter: Waiter) {}
+
+  /** Aborted once the attempt is abandoned; created only by the slow path that needs it. */
+  get signal(): AbortSignal {
+    this.#controller ??= new AbortController();
+    if (this.abandoned) this.#controller.abort(new Error("abandoned"));
+    return this.#controller.signal;
+  }
+
+  abandon(why: "timeout" | "abort" | "close"): void {
+    if (this.abandoned) return;
+    this.abandoned = true;
+    this.#controller?.abort(new Error("abandoned"));
+    if (this.cancelWait === undefined) return;
+    if (why === "timeout") {
+      // lock_timeout ends the wait in the database at about the same time; cancel only if not.
+      this.graceTimer = setTimeout(() => this.cancelWait?.(), TIMEOUT_CANCEL_GRACE);
+    } else {
+      this.cancelWait();
+    }
+  }
+}
+
+/** The outcome of an acquisition: the database lock, or nothing. */
+interface Granted {
+  session: Session;
+  exclusive: boolean;
+}
+
+/** Per-key bookkeeping of one PostgresState. */
+export class LockTable {
+  readonly #entries = new Map<string, KeyEntry>();
+  readonly #options: LockTableOptions;
+  readonly #statements: Statements;
+  readonly #pool: SessionPool;
+  #closed = false;
+
+  constructor(options: LockTableOptions) {
+    this.#options = options;
+    this.#statements = options.statements;
+    this.#pool = options.pool;
+  }
+
+  /** Keys held, awaited or being settled right now. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  acquire(key: string, request: LockRequest): Promise<Lock> {
+    const { exclusive } = request;
+    let entry = this.#entries.get(key);
+    if (entry === undefined) {
+      entry = new KeyEntry(key, advisoryLockId(this.#options.namespace, key));
+      this.#entries.set(key, entry);
+    } else if (
+      entry.queue.head === undefined && entry.op === undefined && this.#canJoin(entry, exclusive)
+    ) {
+      // Local contention settled locally: join the database lock already held.
+      return Promise.resolve(this.#hold(entry, exclusive));
+    } else if (
+      request.tryOnce && (entry.queue.head !== undefined || this.#conflicts(entry, exclusive))
+    ) {
+      return Promise.reject(new LockFailed("it is busy (timeout 0)", { key, exclusive }));
+    }
+    return this.#enqueue(entry, request);
+  }
+
+  async probe(key: string, exclusive: boolean): Promise<boolean> {
+    for (;;) {
+      const entry = this.#entries.get(key);
+      if (entry === undefined) break;
+      if (entry.queue.head !== undefined || this.#conflicts(entry, exclusive)) return false;
+      if (entry.count > 0) return this.#canJoin(entry, exclusive);
+      if (entry.op === undefined) break;
+      await entry.op;
+      if (this.#closed) throw new LockFailed("the state was closed", { key, exclusive });
+    }
+    const id = advisoryLockId(this.#options.namespace, key);
+    try {
+      const session = await this.#pool.main();
+      const rows = await session.query(this.#statements.probe(id, exclusive));
+      return rows[0]?.ok === true;
+    } catch (error) {
+      throw new LockFailed(
+        this.#closed
+          ? "the state was closed"
+          : `the database could not be reached (${describeError(error)})`,
+        { key, exclusive, cause: error },
+      );
+    }
+  }
+
+  /** Fails every waiter and loses every held lock; the pool's shutdown frees the database. */
+  close(): void {
+    this.#closed = true;
+    for (const [key, entry] of this.#entries) {
+      for (let waiter = entry.queue.head; waiter !== undefined; waiter = entry.queue.head) {
+        unlink(entry.queue, waiter);
+        waiter.acquisition?.abandon("close");
+        this.#fail(
+          waiter,
+          new LockFailed("the state was closed", { key, exclusive: waiter.exclusive }),
+        );
+      }
+      for (let lock = entry.holders.head; lock !== undefined; lock = entry.holders.head) {
+        unlink(entry.holders, lock);
+        lock.lose("the state was closed");
+      }
+      entry.count = 0;
+      entry.db?.session.held.delete(entry.db);
+      entry.db = undefined;
+    }
+    this.#entries.clear();
+  }
+
+  /** Called by a holder's `release()`. Resolves once the database lock is freed, if it is. */
+  release(lock: PostgresLock): Promise<void> {
+    if (this.#closed) return RESOLVED;
+    const entry = lock.entry;
+    unlink(entry.holders, lock);
+    entry.count--;
+    if (lock.exclusive) entry.exclusiveHeld = false;
+    this.#pump(entry);
+    return entry.releasing ?? RESOLVED;
+  }
+
+  /** The session under a database lock died: its local holders lose their locks. */
+  databaseLockLost(db: DatabaseLock, cause: unknown): void {
+    const entry = db.entry;
+    if (entry.db !== db) return;
+    entry.db = undefined;
+    for (let lock = entry.holders.head; lock !== undefined; lock = entry.holders.head) {
+      unlink(entry.holders, lock);
+      lock.lose("the database connection was lost", cause);
+    }
+    entry.count = 0;
+    entry.exclusiveHeld = false;
+    log.warn("{name}: lost the database lock on {key}: {cause}", {
+      name: this.#options.name,
+      key: entry.key,
+      cause: describeError(cause),
+    });
+    this.#pump(entry);
+  }
+
+  #enqueue(entry: KeyEntry, request: LockRequest): Promise<Lock> {
+    const { exclusive, signal, deadline, timeout } = request;
+    const key = entry.key;
+    let waiter!: Waiter;
+    const promise = new Promise<Lock>((resolve, reject) => {
+      waiter = new Waiter(exclusive, request, resolve, reject);
+    });
+    append(entry.queue, waiter);
+    if (deadline !== undefined && !request.tryOnce) {
+      waiter.timer = new DeadlineTimer(deadline, () => {
+        this.#giveUp(
+          entry,
+          waiter,
+          "timeout",
+          new LockFailed(`timed out after ${timeout} ms`, {
+            key,
+            exclusive,
+          }),
+        );
+      });
+    }
+    if (signal !== undefined) {
+      waiter.onAbort = () => {
+        this.#giveUp(
+          entry,
+          waiter,
+          "abort",
+          new LockFailed("aborted", {
+            key,
+            exclusive,
+            cause: signal.reason,
+          }),
+        );
+      };
+      signal.addEventListener("abort", waiter.onAbort, { once: true });
+    }
+    this.#pump(entry);
+    return promise;
+  }
+
+  /** Whether a request of this mode may join the database lock held now, without a round trip. */
+  #canJoin(entry: KeyEntry, exclusive: boolean): boolean {
+    const db = entry.db;
+    if (db === undefined || db.exclusive !== exclusive || db.session.dead) return false;
+    if (exclusive ? entry.count > 0 : entry.exclusiveHeld) return false;
+    return performance.now() - db.grantedAt < this.#options.handoffWindow;
+  }
+
+  #conflicts(entry: KeyEntry, exclusive: boolean): boolean {
+    return entry.count > 0 && (exclusive || entry.exclusiveHeld);
+  }
+
+  #hold(entry: KeyEntry, exclusive: boolean): PostgresLock {
+    const lock = new PostgresLock(entry, exclusive, this);
+    append(entry.holders, lock);
+    entry.count++;
+    if (exclusive) entry.exclusiveHeld = true;
+    return lock;
+  }
+
+  /** Moves a key on: grants what fits, releases or acquires the database lock. */
+  #pump(entry: KeyEntry): void {
+    if (this.#closed || entry.op !== undefined) return;
+    for (;;) {
+      const head = entry.queue.head;
+      if (entry.db !== undefined) {
+        if (head !== undefined && this.#canJoin(entry, head.exclusive)) {
+          unlink(entry.queue, head);
+          this.#settle(head).resolve(this.#hold(entry, head.exclusive));
+          continue;
+        }
+        if (entry.count > 0) {
+          if (head?.request.tryOnce) {
+            unlink(entry.queue, head);
+            this.#fail(
+              head,
+              new LockFailed("it is busy (timeout 0)", {
+                key: entry.key,
+                exclusive: head.exclusive,
+              }),
+            );
+            continue;
+          }
+          return;
+        }
+        this.#releaseDatabaseLock(entry, entry.db);
+        return;
+      }
+      if (head === undefined) {
+        if (entry.count === 0) this.#entries.delete(entry.key);
+        return;
+      }
+      this.#acquireDatabaseLock(entry, head);
+      return;
+    }
+  }
+
+  #releaseDatabaseLock(entry: KeyEntry, db: DatabaseLock): void {
+    const done = this.#unlock(entry, db).then(() => {
+      if (entry.op === done) {
+        entry.op = entry.releasing = undefined;
+        this.#pump(entry);
+      }
+    });
+    entry.op = entry.releasing = done;
+  }
+
+  async #unlock(entry: KeyEntry, db: DatabaseLock): Promise<void> {
+    const session = db.session;
+    session.held.delete(db);
+    entry.db = undefined;
+    const statement = this.#statements.unlock(entry.id, db.exclusive);
+    for (let attempt = 0; attempt < 3 && !session.dead; attempt++) {
+      try {
+        await session.query(statement);
+        break;
+      } catch (error) {
+        // Only a stray cancel (meant for an earlier wait) is worth another try; anything else
+        // means the session is gone, and its locks with it.
+        if (sqlState(error) !== SQLSTATE.queryCanceled) {
+          session.kill(error);
+          break;
+        }
+      }
+    }
+    if (this.#options.mode === "transaction") session.inTransaction = false;
+    if (!session.dead && !session.main && session.held.size === 0) this.#pool.give(session);
+  }
+
+  #acquireDatabaseLock(entry: KeyEntry, waiter: Waiter): void {
+    const acquisition = new Acquisition(entry, waiter);
+    waiter.acquisition = acquisition;
+    const done = this.#runAcquisition(acquisition).then((granted) => {
+      if (waiter.acquisition === acquisition) waiter.acquisition = undefined;
+      clearTimeout(acquisition.graceTimer);
+      if (granted !== undefined) {
+        if (this.#closed || granted.session.dead) {
+          // Closing ends the session, and with it the lock.
+        } else {
+          const db = new DatabaseLock(
+            entry,
+            granted.session,
+            granted.exclusive,
+            performance.now(),
+            this,
+          );
+          granted.session.held.add(db);
+          entry.db = db;
+        }
+      }
+      entry.op = undefined;
+      this.#pump(entry);
+    });
+    entry.op = done;
+  }
+
+  /** Try, then (if the waiter may wait) wait in PostgreSQL's queue. Never rejects. */
+  async #runAcquisition(acquisition: Acquisition): Promise<Granted | undefined> {
+    const { entry, waiter } = acquisition;
+    const { exclusive } = waiter;
+    const transaction = this.#options.mode === "transaction";
+    let session: Session | undefined;
+    try {
+      session = transaction ? await this.#pool.take(acquisition.signal) : await this.#pool.main();
+      if (transaction) session.inTransaction = true;
+      const results = await session.query(this.#statements.tryLock(entry.id, exclusive));
+      // A multi-statement query (transaction mode) gives one result per statement.
+      const rows = (transaction ? results.at(-1) : results) as { ok?: unknown }[];
+      if (rows[0]?.ok === true) return { session, exclusive };
+      if (acquisition.abandoned || waiter.request.tryOnce) {
+        if (waiter.request.tryOnce) this.#failHead(acquisition, "it is busy (timeout 0)");
+        if (transaction) await this.#cleanUp(session);
+        return undefined;
+      }
+      if (!transaction) session = await this.#pool.take(acquisition.signal);
+      return await this.#wait(acquisition, session);
+    } catch (error) {
+      if (session !== undefined && transaction) await this.#cleanUp(session);
+      if (!acquisition.abandoned) {
+        this.#failHead(
+          acquisition,
+          `the database could not be reached (${describeError(error)})`,
+          error,
+        );
+      }
+      return undefined;
+    }
+  }
+
+  /** The blocking wait, on a session that holds nothing else. Never rejects. */
+  async #wait(acquisition: Acquisition, session: Session): Promise<Granted | undefined> {
+    const { entry, waiter } = acquisition;
+    const { exclusive, request } = waiter;
+    const remaining = request.deadline === undefined
+      ? undefined
+      : request.deadline - performance.now();
+    if (acquisition.abandoned || (remaining !== undefined && remaining <= 0)) {
+      if (!acquisition.abandoned) {
+        this.#failHead(acquisition, `timed out after ${request.timeout} ms`);
+      }
+      await this.#cleanUp(session);
+      return undefined;
+    }
+    session.waiting = true;
+    const query = session.query(this.#statements.waitLock(entry.id, exclusive, remaining));
+    acquisition.cancelWait = () => {
+      acquisition.cancelWait = undefined;
+      acquisition.cancelling = this.#pool.cancel(session);
+    };
+    let error: unknown;
+    let granted = false;
+    try {
+      await query;
+      granted = true;
+    } catch (caught) {
+      error = caught;
+    }
+    acquisition.cancelWait = undefined;
+    session.waiting = false;
+    // A cancel still on its way could hit the next query on this session: let it land first.
+    await acquisition.cancelling;
+    if (granted && !session.dead) return { session, exclusive };
+    if (!acquisition.abandoned) {
+      const code = sqlState(error);
+      this.#failHead(
+        acquisition,
+        code === SQLSTATE.lockNotAvailable
+          ? `timed out after ${request.timeout} ms`
+          : describeWaitError(error),
+        error,
+      );
+    }
+    await this.#cleanUp(session);
+    return undefined;
+  }
+
+  /**
+   * Frees what a failed or abandoned attempt may hold (PostgreSQL can grant a lock just as the
+   * wait is cancelled and report the cancel anyway), then gives the session back.
+   */
+  async #cleanUp(session: Session): Promise<void> {
+    for (let attempt = 0; attempt < 3 && !session.dead; attempt++) {
+      try {
+        await session.query(this.#statements.cleanup);
+        session.inTransaction = false;
+        this.#pool.give(session);
+        return;
+      } catch (error) {
+        if (sqlState(error) !== SQLSTATE.queryCanceled) break;
+      }
+    }
+    // Ending the session frees whatever it held.
+    session.kill(new Error("could not clean up after a lock wait"));
+  }
+
+  /** Fails the acquisition's waiter, if it still waits. */
+  #failHead(acquisition: Acquisition, reason: string, cause?: unknown): void {
+    const { entry, waiter } = acquisition;
+    if (waiter.settled) return;
+    unlink(entry.queue, waiter);
+    this.#fail(
+      waiter,
+      new LockFailed(reason, { key: entry.key, exclusive: waiter.exclusive, cause }),
+    );
+  }
+
+  /** A waiter timed out or was aborted: it leaves the queue; its database attempt is abandoned. */
+  #giveUp(entry: KeyEntry, waiter: Waiter, why: "timeout" | "abort", error: LockFailed): void {
+    if (waiter.settled) return;
+    unlink(entry.queue, waiter);
+    this.#fail(waiter, error);
+    waiter.acquisition?.abandon(why);
+    this.#pump(entry);
+  }
+
+  #fail(waiter: Waiter, error: LockFailed): void {
+    this.#settle(waiter).reject(error);
+  }
+
+  /** Ends the waiting phase of `waiter`: stops its timer and its abort listener. */
+  #settle(waiter: Waiter): Waiter {
+    waiter.settled = true;
+    waiter.timer?.cancel();
+    if (waiter.onAbort !== undefined) {
+      waiter.request.signal!.removeEventListener("abort", waiter.onAbort);
+    }
+    return waiter;
+  }
+}

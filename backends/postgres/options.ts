@@ -1,0 +1,115 @@
+/** The options of PostgresState, their defaults and their checks. */
+
+import type postgres from "postgres";
+import type { LockMode } from "./statements.ts";
+
+/** Options of {@link PostgresState}. Every field is optional. */
+export interface PostgresStateOptions {
+  /**
+   * Keeps applications that share a database apart: the same key in two namespaces is two
+   * different locks. Part of the lock id ({@link advisoryLockId}). Default `""`.
+   */
+  namespace?: string;
+  /**
+   * `"session"` (default): session-level advisory locks, many on one connection. Needs a direct
+   * connection or a session-mode pooler.
+   *
+   * `"transaction"`: each held lock is an open transaction holding `pg_advisory_xact_lock`,
+   * committed on release; for transaction-mode poolers (PgBouncer `pool_mode=transaction`,
+   * Supavisor port 6543, Neon `-pooler` hosts). Costs one connection per held lock.
+   */
+  mode?: LockMode;
+  /**
+   * The most database connections the state opens at once, its main connection included.
+   * Requests that need another one while all are busy wait for one, within their timeout.
+   * Default 10.
+   */
+  maxConnections?: number;
+  /**
+   * Milliseconds between heartbeats (`select 1`) on connections that hold locks. A connection
+   * that does not answer within this time is declared dead and its locks lost: a silent network
+   * loss is noticed within twice this interval. `0` turns heartbeats off. Default 5000.
+   */
+  heartbeatInterval?: number;
+  /**
+   * Milliseconds after the database granted a lock during which other requests of this process
+   * may share it (shared mode) or take it over (a local successor) without a round trip. After
+   * that the lock goes back to PostgreSQL between holders, so that remote waiters get their turn.
+   * `0` always goes through PostgreSQL. Default 100.
+   */
+  handoffWindow?: number;
+  /** Idle spare connections kept open for the next wait or transaction. Default 1. */
+  keepIdleConnections?: number;
+  /** A name for this state in debug logs. Default `"postgres"`. */
+  name?: string;
+  /**
+   * postgres.js options for the connections, when the state is given a URL (`ssl`,
+   * `connect_timeout`, `host`, …). Pool settings (`max`, `idle_timeout`, `max_lifetime`) are
+   * ignored: every connection of the state is its own client, never recycled.
+   */
+  clientOptions?: postgres.Options<Record<string, never>>;
+}
+
+/** Options with every default filled in. */
+export interface ResolvedOptions {
+  readonly namespace: string;
+  readonly mode: LockMode;
+  readonly maxConnections: number;
+  readonly heartbeatInterval: number;
+  readonly handoffWindow: number;
+  readonly keepIdleConnections: number;
+  readonly name: string;
+}
+
+function count(value: unknown, name: string, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number") {
+    throw new TypeError(`options.${name} must be a number, got ${typeof value}`);
+  }
+  if (!Number.isInteger(value) || value < min) {
+    throw new RangeError(`options.${name} must be an integer >= ${min}, got ${value}`);
+  }
+  return value;
+}
+
+function milliseconds(value: unknown, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== "number") {
+    throw new TypeError(`options.${name} must be a number, got ${typeof value}`);
+  }
+  if (!(value >= 0) || value > 2 ** 31 - 1) {
+    throw new RangeError(`options.${name} must be between 0 and 2^31-1 ms, got ${value}`);
+  }
+  return value;
+}
+
+/** Validates options (TypeError/RangeError naming the bad one) and fills in defaults. */
+export function resolveOptions(options: PostgresStateOptions | undefined): ResolvedOptions {
+  if (options === undefined) options = {};
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(
+      `options must be an object, got ${options === null ? "null" : typeof options}`,
+    );
+  }
+  const { namespace = "", mode = "session", name = "postgres" } = options;
+  if (typeof namespace !== "string") {
+    throw new TypeError(`options.namespace must be a string, got ${typeof namespace}`);
+  }
+  if (mode !== "session" && mode !== "transaction") {
+    throw new TypeError(
+      `options.mode must be "session" or "transaction", got ${JSON.stringify(mode)}`,
+    );
+  }
+  if (typeof name !== "string") {
+    throw new TypeError(`options.name must be a string, got ${typeof name}`);
+  }
+  return {
+    namespace,
+    mode,
+    name,
+    maxConnections: count(options.maxConnections, "maxConnections", 10, 2),
+    keepIdleConnections: count(options.keepIdleConnections, "keepIdleConnections", 1, 0),
+    heartbeatInterval: milliseconds(options.heartbeatInterval, "heartbeatInterval", 5000),
+    handoffWindow: milliseconds(options.handoffWindow, "handoffWindow", 100),
+  };
+}

@@ -1,0 +1,192 @@
+/**
+ * One database session: a dedicated postgres.js client with a single connection that is never
+ * recycled, whose death is noticed at once and never papered over by a silent reconnect.
+ *
+ * Why not `sql.reserve()`: in postgres.js 3.4.9, after the backend behind a reserved connection
+ * dies, the next query on it can throw a TypeError from a timer that nothing can catch (porsager/
+ * postgres issues 1208, 1154, 1195). A client of its own with `max: 1`, `idle_timeout` and
+ * `max_lifetime` off, whose `onclose` we watch, has no such path: we stop using it the moment it
+ * closes and end it, which rejects whatever was still in flight.
+ */
+
+import postgres from "postgres";
+import { backendLogger } from "../../internal/log.ts";
+import { SQLSTATE, sqlState } from "./statements.ts";
+
+const log = backendLogger("postgres");
+
+/** Queries a session runs are pipelined; postgres.js's default cap of 100 would queue the rest. */
+const MAX_PIPELINE = 1_000_000;
+
+/** Seconds a graceful end may take before the connection is dropped. */
+const END_TIMEOUT_SECONDS = 2;
+
+/** What a session reports to its owner. */
+export interface SessionEvents {
+  /** The connection died (or was declared dead): every lock on it is gone. Called once. */
+  lost(session: Session, cause: unknown): void;
+}
+
+/** A database lock that lives on a session. */
+export interface HeldOnSession {
+  /** The session died: the lock is gone. */
+  sessionLost(cause: unknown): void;
+}
+
+/** The options a session needs, derived once per state. */
+export interface SessionTemplate {
+  /** postgres.js options (parsed, from `sql.options`) to spread into each session's client. */
+  readonly options: postgres.Options<Record<string, never>>;
+  /** Whether to disable the server-side idle timeouts for the session (session mode only). */
+  readonly sessionSettings: boolean;
+}
+
+let sessionCounter = 0;
+
+/** A dedicated connection. Create with {@link Session.open}. */
+export class Session {
+  /** A number for debug logs. */
+  readonly number = ++sessionCounter;
+  /** The server process id (`pg_backend_pid()`), 0 until open. */
+  pid = 0;
+  /** Set once the connection is gone or ended; then every query rejects. */
+  dead = false;
+  /** The advisory locks held on this session (at most one per key); told when it dies. */
+  readonly held: Set<HeldOnSession> = new Set();
+  /** A blocking lock wait is running: nothing else may be queued behind it. */
+  waiting = false;
+  /** The pool's main session (session mode: uncontended locks live on it). */
+  main = false;
+  /** In transaction mode: a transaction is open. */
+  inTransaction = false;
+  /** Why it died. */
+  cause: unknown = undefined;
+
+  readonly #sql: postgres.Sql;
+  readonly #events: SessionEvents;
+  #ending = false;
+  #heartbeatSince: number | undefined;
+
+  private constructor(template: SessionTemplate, events: SessionEvents) {
+    this.#events = events;
+    const base = template.options as Record<string, unknown>;
+    const connection = (base.connection ?? {}) as Record<string, unknown>;
+    // Spreading parsed options is how postgres.js itself derives its listen/subscribe clients.
+    this.#sql = postgres({
+      ...base,
+      max: 1,
+      idle_timeout: null,
+      max_lifetime: null,
+      max_pipeline: MAX_PIPELINE,
+      fetch_types: false,
+      prepare: false,
+      no_subscribe: true,
+      shared: { retries: 0, typeArrayMap: {} },
+      connection: {
+        ...connection,
+        application_name: connection.application_name === "postgres.js" ||
+            connection.application_name === undefined
+          ? "shared-state"
+          : connection.application_name,
+      },
+      onnotice: (notice: unknown) => log.debug("notice: {notice}", { notice }),
+      onclose: () => this.#closed(),
+    } as unknown as postgres.Options<Record<string, never>>);
+  }
+
+  /**
+   * Connects and reads the backend pid. Queries are only sent once this resolved, so that none
+   * waits in postgres.js's pool queue (from where a closed connection would reconnect to run it).
+   */
+  static async open(template: SessionTemplate, events: SessionEvents): Promise<Session> {
+    const session = new Session(template, events);
+    const settings = template.sessionSettings
+      // A lock holder sits idle for long; the server must not end its session for that. The
+      // last setting exists from PostgreSQL 14 on, hence the guard.
+      ? `, set_config('statement_timeout', '0', false)` +
+        `, set_config('idle_in_transaction_session_timeout', '0', false)` +
+        `, (select set_config('idle_session_timeout', '0', false)` +
+        ` where current_setting('server_version_num')::int >= 140000)`
+      : "";
+    try {
+      const rows = await session.#sql.unsafe(`select pg_backend_pid() as pid${settings}`);
+      session.pid = Number(rows[0].pid);
+    } catch (error) {
+      session.kill(error);
+      throw error;
+    }
+    if (session.dead) throw session.cause;
+    log.debug("session {number} open, pid {pid}", { number: session.number, pid: session.pid });
+    return session;
+  }
+
+  /**
+   * Runs `text` (simple protocol: no parameters, so the values must be inlined safely by the
+   * caller) and returns the query, which can be cancelled. Rejects once the session is dead.
+   */
+  query(text: string): postgres.PendingQuery<postgres.Row[]> {
+    if (this.dead) {
+      // A rejected thenable of the same shape; nothing runs.
+      return Promise.reject(this.cause) as unknown as postgres.PendingQuery<postgres.Row[]>;
+    }
+    return this.#sql.unsafe(text);
+  }
+
+  /**
+   * Called by the heartbeat timer: sends `select 1` unless one is in flight; if the previous one
+   * has been unanswered for `timeout` ms, declares the connection dead (a silent network loss).
+   */
+  heartbeat(timeout: number): void {
+    if (this.dead || this.waiting) return;
+    const now = performance.now();
+    if (this.#heartbeatSince !== undefined) {
+      if (now - this.#heartbeatSince >= timeout) {
+        this.kill(new Error(`no heartbeat answer within ${timeout} ms`));
+      }
+      return;
+    }
+    this.#heartbeatSince = now;
+    this.query("select 1").then(
+      () => this.#heartbeatSince = undefined,
+      (error) => {
+        this.#heartbeatSince = undefined;
+        // A stray cancel (57014) aimed at an earlier wait says nothing about the connection.
+        if (sqlState(error) !== SQLSTATE.queryCanceled) this.kill(error);
+      },
+    );
+  }
+
+  /** Declares the session dead: reports it once and drops the connection. */
+  kill(cause: unknown): void {
+    if (this.dead) return;
+    this.dead = true;
+    this.cause = cause;
+    log.debug("session {number} (pid {pid}) lost: {cause}", {
+      number: this.number,
+      pid: this.pid,
+      cause,
+    });
+    this.#sql.end({ timeout: 0 }).catch(() => {});
+    if (this.#ending) return;
+    // The pool forgets the session first, so that what the locks' owners do next opens another.
+    this.#events.lost(this, cause);
+    const held = [...this.held];
+    this.held.clear();
+    for (const lock of held) lock.sessionLost(cause);
+  }
+
+  /** Ends the connection gracefully (the server then frees its locks); never rejects. */
+  async end(): Promise<void> {
+    if (this.#ending) return;
+    this.#ending = true;
+    if (this.dead) return;
+    this.dead = true;
+    this.cause = new Error("the session was ended");
+    await this.#sql.end({ timeout: this.waiting ? 0 : END_TIMEOUT_SECONDS }).catch(() => {});
+  }
+
+  #closed(): void {
+    if (this.#ending) return;
+    this.kill(new Error(`the connection to the database closed (pid ${this.pid})`));
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * The SQL that PostgresState sends, for both modes. Lock ids are bigints computed by us, inlined as
+ * quoted `int8` literals: queries without parameters use the simple protocol, one round trip each
+ * and no prepared statement (transaction poolers do not keep those).
+ */
+
+/** How locks live in the database. */
+export type LockMode = "session" | "transaction";
+
+function int8(id: bigint): string {
+  return `'${id}'::int8`;
+}
+
+function suffix(exclusive: boolean): string {
+  return exclusive ? "" : "_shared";
+}
+
+/** `lock_timeout` in whole milliseconds; `0` disables it (waits for ever). */
+function lockTimeout(ms: number | undefined): string {
+  return ms === undefined ? "0" : String(Math.max(1, Math.ceil(ms)));
+}
+
+/** The statements of one mode. */
+export interface Statements {
+  /** Takes the lock if it is free, never waits. One boolean column `ok`. */
+  tryLock(id: bigint, exclusive: boolean): string;
+  /**
+   * Waits for the lock in PostgreSQL's own queue, up to `timeout` ms (`lock_timeout`). One row
+   * when granted; error 55P03 on timeout, 57014 on cancel, 40P01 on deadlock.
+   */
+  waitLock(id: bigint, exclusive: boolean, timeout: number | undefined): string;
+  /** Frees the lock. */
+  unlock(id: bigint, exclusive: boolean): string;
+  /**
+   * Frees whatever a failed, cancelled or abandoned wait may have left on its session: the server
+   * can grant a lock just as the wait is cancelled, and report the cancel anyway.
+   */
+  cleanup: string;
+  /** Whether the lock could be taken now, leaving nothing taken. One boolean column `ok`. */
+  probe(id: bigint, exclusive: boolean): string;
+}
+
+/** Session-level advisory locks: a lock lives until unlocked or until its session ends. */
+export const sessionStatements: Statements = {
+  tryLock: (id, exclusive) => `select pg_try_advisory_lock${suffix(exclusive)}(${int8(id)}) as ok`,
+  // The WHERE clause has no column, so it runs first, once: lock_timeout is set before the wait.
+  waitLock: (id, exclusive, timeout) =>
+    `select pg_advisory_lock${suffix(exclusive)}(${int8(id)}) as ok` +
+    ` where set_config('lock_timeout', '${lockTimeout(timeout)}', false) is not null`,
+  unlock: (id, exclusive) => `select pg_advisory_unlock${suffix(exclusive)}(${int8(id)}) as ok`,
+  // A waiting session holds nothing else, so freeing everything frees exactly the stray grant.
+  cleanup: "select pg_advisory_unlock_all()",
+  probe: (id, exclusive) =>
+    `select case when pg_try_advisory_lock${suffix(exclusive)}(${int8(id)})` +
+    ` then pg_advisory_unlock${suffix(exclusive)}(${int8(id)}) else false end as ok`,
+};
+
+/**
+ * Transaction-level advisory locks, for transaction poolers: each lock is a transaction that
+ * commits on release. `tryLock` opens the transaction; `unlock` and `cleanup` end it.
+ */
+export const transactionStatements: Statements = {
+  tryLock: (id, exclusive) =>
+    `begin; select set_config('idle_in_transaction_session_timeout', '0', true);` +
+    ` select pg_try_advisory_xact_lock${suffix(exclusive)}(${int8(id)}) as ok`,
+  waitLock: (id, exclusive, timeout) =>
+    `select pg_advisory_xact_lock${suffix(exclusive)}(${int8(id)}) as ok` +
+    ` where set_config('lock_timeout', '${lockTimeout(timeout)}', true) is not null`,
+  unlock: () => "commit",
+  cleanup: "rollback",
+  // One statement is its own transaction: the lock ends with it.
+  probe: (id, exclusive) =>
+    `select pg_try_advisory_xact_lock${suffix(exclusive)}(${int8(id)}) as ok`,
+};
+
+/** SQLSTATEs that end a lock wait. */
+export const SQLSTATE = {
+  lockNotAvailable: "55P03",
+  queryCanceled: "57014",
+  deadlockDetected: "40P01",
+} as const;
+
+/** The SQLSTATE of a PostgreSQL error, if it is one. */
+export function sqlState(error: unknown): string | undefined {
+  if (typeof error !== "object" || error === null) return undefined;
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+/** Why a wait failed, in a few words for {@link LockFailed}, from the error it ended with. */
+export function describeWaitError(error: unknown): string {
+  switch (sqlState(error)) {
+    case SQLSTATE.deadlockDetected:
+      return "PostgreSQL detected a deadlock (40P01) and chose this wait to fail";
+    case SQLSTATE.lockNotAvailable:
+      return "PostgreSQL's lock_timeout ended the wait (55P03)";
+    case SQLSTATE.queryCanceled:
+      return "the wait was cancelled in PostgreSQL (57014: statement_timeout or a cancel)";
+    default:
+      return `the database could not be reached or failed (${describeError(error)})`;
+  }
+}
+
+/** A short description of any error. */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    return code === undefined ? error.message : `${String(code)}: ${error.message}`;
+  }
+  return String(error);
+}
