@@ -1,0 +1,87 @@
+/**
+ * The PostgreSQL test environment: where the server is (`DATABASE_URL`), whether to skip when it
+ * does not answer (loudly) or fail (`REQUIRE_POSTGRES=1`), and queries that look at `pg_locks`.
+ */
+
+import process from "node:process";
+import postgres from "postgres";
+import { PostgresState, type PostgresStateOptions } from "../backends/postgres.ts";
+
+/** The server the PostgreSQL tests use. */
+export const DATABASE_URL: string = process.env.DATABASE_URL ||
+  "postgres://postgres@127.0.0.1:5432/postgres";
+
+/** A postgres.js client for looking at the server from outside the states under test. */
+export function adminClient(): postgres.Sql {
+  return postgres(DATABASE_URL, { max: 2, onnotice: () => {}, connect_timeout: 5 });
+}
+
+let probed: Promise<string | false> | undefined;
+
+/**
+ * `false` when the server answers, else the reason to skip (printed loudly). Throws when
+ * `REQUIRE_POSTGRES=1`, so that CI fails instead of skipping.
+ */
+export function postgresSkip(): Promise<string | false> {
+  return probed ??= (async () => {
+    const sql = postgres(DATABASE_URL, { max: 1, onnotice: () => {}, connect_timeout: 3 });
+    try {
+      await sql`select 1`;
+      return false;
+    } catch (error) {
+      const reason = `no PostgreSQL server answers at ${DATABASE_URL} (${String(error)})`;
+      if (process.env.REQUIRE_POSTGRES === "1") {
+        throw new Error(`REQUIRE_POSTGRES=1 but ${reason}`);
+      }
+      console.error(`\n!!!!! SKIPPING POSTGRESQL TESTS: ${reason}. Set DATABASE_URL. !!!!!\n`);
+      return `SKIPPED: ${reason}`;
+    } finally {
+      await sql.end({ timeout: 1 }).catch(() => {});
+    }
+  })();
+}
+
+/**
+ * A state whose connections carry `application_name`, so that tests can find its sessions in
+ * `pg_stat_activity` and its locks in `pg_locks` while other test files run.
+ */
+export function testState(
+  applicationName: string,
+  options: PostgresStateOptions = {},
+): PostgresState {
+  return new PostgresState(DATABASE_URL, {
+    ...options,
+    clientOptions: { ...options.clientOptions, connection: { application_name: applicationName } },
+  });
+}
+
+/** Advisory locks (granted or awaited) of the sessions named `applicationName`. */
+export async function advisoryLocksOf(
+  sql: postgres.Sql,
+  applicationName: string,
+): Promise<{ pid: number; mode: string; granted: boolean; id: string }[]> {
+  return await sql`
+    select l.pid, l.mode, l.granted, ((l.classid::int8 << 32) | l.objid::int8)::text as id
+    from pg_locks l join pg_stat_activity a on a.pid = l.pid
+    where l.locktype = 'advisory' and a.application_name = ${applicationName}`;
+}
+
+/** Backend pids of the sessions named `applicationName`. */
+export async function sessionsOf(sql: postgres.Sql, applicationName: string): Promise<number[]> {
+  const rows = await sql`
+    select pid from pg_stat_activity where application_name = ${applicationName}`;
+  return rows.map((row) => Number(row.pid));
+}
+
+/** Waits until `check` returns true, polling the server (a test's observation, not the code's). */
+export async function eventually(
+  check: () => Promise<boolean>,
+  what: string,
+  limitMs = 10_000,
+): Promise<void> {
+  const until = performance.now() + limitMs;
+  while (!(await check())) {
+    if (performance.now() > until) throw new Error(`never happened: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
