@@ -1,0 +1,157 @@
+/**
+ * {@link BrokerState}: the client of a broker. Every request goes over one WebSocket, opened on
+ * the first request and again after a loss.
+ */
+
+import { LockFailed } from "../../errors.ts";
+import type { Lock, LockRequest } from "../../state.ts";
+import { StateABC } from "../../state.ts";
+import { Connection, type WebSocketConstructor } from "./connection.ts";
+import { checkInterval } from "./heartbeat.ts";
+import { DEFAULT_HEARTBEAT_INTERVAL, MAX_KEY_LENGTH } from "./protocol.ts";
+
+export type { WebSocketConstructor } from "./connection.ts";
+
+/** Options of {@link BrokerState}. */
+export interface BrokerStateOptions {
+  /** The broker's shared token. Must not be empty. */
+  token: string;
+  /**
+   * The WebSocket class to use. Default: the global `WebSocket` (Deno, browsers, Node 22+, edge
+   * runtimes). On Node 20, pass the one of the `ws` package: `import { WebSocket } from "ws"`.
+   */
+  WebSocket?: WebSocketConstructor;
+  /**
+   * How often, in milliseconds, the client pings the broker. After two intervals without any
+   * frame from the broker the connection counts as dead: held locks are lost, waiting requests
+   * fail. A half-open connection is therefore noticed within three intervals. Default 5000.
+   */
+  heartbeatInterval?: number;
+  /** A name for this state in debug logs. */
+  name?: string;
+}
+
+let stateCounter = 0;
+
+/**
+ * Named read/write locks held by a broker ({@link brokerHandler} or `serveBroker`) for every
+ * worker connected to it: the seed's worker-to-broker design, over WebSocket. A lock lives as
+ * long as the worker's connection: a worker that dies releases its locks.
+ *
+ * One WebSocket carries all requests; it opens on the first request. When it is lost, held locks
+ * are aborted with `LockLost`, waiting requests fail with `LockFailed`, and the next request
+ * connects again; nothing is re-acquired behind the caller's back. Timeouts count from the
+ * call, by this process's clock.
+ *
+ * @example
+ * ```ts ignore
+ * import { BrokerState } from "@momotor/shared-state/broker";
+ *
+ * await using state = new BrokerState("ws://broker.internal:8787", { token: "s3cret" });
+ * await state.withLock("grading/42", async (lock) => {
+ *   // … lock.signal aborts if the connection to the broker is lost …
+ * });
+ * ```
+ */
+export class BrokerState extends StateABC {
+  readonly #url: string;
+  readonly #token: string;
+  readonly #WebSocket: WebSocketConstructor;
+  readonly #heartbeatInterval: number;
+  readonly #name: string;
+  #connection: Connection | undefined;
+
+  /**
+   * @param url The broker's `ws://` or `wss://` URL (`http(s)://` is accepted and converted).
+   * @param options The shared token, and optionally the WebSocket class and heartbeat interval.
+   * @throws {TypeError} for a bad URL, an empty token or no WebSocket class in this runtime.
+   */
+  constructor(url: string | URL, options: BrokerStateOptions) {
+    super();
+    if (typeof options !== "object" || options === null) {
+      throw new TypeError("options must be an object with a token");
+    }
+    if (typeof options.token !== "string" || options.token === "") {
+      throw new TypeError("options.token must be a non-empty string");
+    }
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      throw new TypeError(`url must be a ws:// or wss:// URL, got ${String(url)}`);
+    }
+    if (parsed.protocol === "http:") parsed.protocol = "ws:";
+    else if (parsed.protocol === "https:") parsed.protocol = "wss:";
+    if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
+      throw new TypeError(`url must be a ws:// or wss:// URL, got ${parsed.href}`);
+    }
+    const WebSocketClass = options.WebSocket ??
+      (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (typeof WebSocketClass !== "function") {
+      throw new TypeError(
+        "this runtime has no global WebSocket: pass options.WebSocket (e.g. from the ws package)",
+      );
+    }
+    if (options.name !== undefined && typeof options.name !== "string") {
+      throw new TypeError(`options.name must be a string, got ${typeof options.name}`);
+    }
+    this.#url = parsed.href;
+    this.#token = options.token;
+    this.#WebSocket = WebSocketClass;
+    this.#heartbeatInterval = checkInterval(
+      options.heartbeatInterval,
+      "options.heartbeatInterval",
+      DEFAULT_HEARTBEAT_INTERVAL,
+    );
+    this.#name = options.name ?? `broker client ${++stateCounter}`;
+  }
+
+  /** The broker's URL. */
+  get url(): string {
+    return this.#url;
+  }
+
+  protected acquire(key: string, request: LockRequest): Promise<Lock> {
+    if (key.length > MAX_KEY_LENGTH) {
+      return Promise.reject(
+        new LockFailed(`keys sent to a broker are limited to ${MAX_KEY_LENGTH} UTF-16 code units`, {
+          key,
+          exclusive: request.exclusive,
+        }),
+      );
+    }
+    return this.#connect().acquire(key, request);
+  }
+
+  protected probe(key: string, exclusive: boolean): Promise<boolean> {
+    if (key.length > MAX_KEY_LENGTH) {
+      return Promise.reject(
+        new LockFailed(`keys sent to a broker are limited to ${MAX_KEY_LENGTH} UTF-16 code units`, {
+          key,
+          exclusive,
+        }),
+      );
+    }
+    return this.#connect().test(key, exclusive);
+  }
+
+  protected async shutdown(): Promise<void> {
+    const connection = this.#connection;
+    this.#connection = undefined;
+    await connection?.close();
+  }
+
+  /** The open connection, or a new one after none or a lost one. */
+  #connect(): Connection {
+    if (this.#connection === undefined || this.#connection.ended) {
+      this.#connection = new Connection({
+        url: this.#url,
+        token: this.#token,
+        WebSocket: this.#WebSocket,
+        heartbeatInterval: this.#heartbeatInterval,
+        name: this.#name,
+      });
+    }
+    return this.#connection;
+  }
+}

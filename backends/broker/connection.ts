@@ -1,0 +1,511 @@
+/**
+ * The client's side of one WebSocket to the broker: authenticates, multiplexes every request of
+ * a {@link BrokerState} over it, and fails or loses everything it carried when it ends.
+ */
+
+import { LockFailed } from "../../errors.ts";
+import { BaseLock } from "../../internal/base_lock.ts";
+import { DeadlineTimer } from "../../internal/deadline.ts";
+import { backendLogger } from "../../internal/log.ts";
+import type { Lock, LockRequest } from "../../state.ts";
+import { Heartbeat } from "./heartbeat.ts";
+import {
+  type ClientFrame,
+  CloseCode,
+  type FailureReason,
+  OPEN,
+  parseServerFrame,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  type ServerFrame,
+  type WebSocketLike,
+} from "./protocol.ts";
+
+const log = backendLogger("broker");
+
+/** A WebSocket class: the global one, or one from a package such as `ws`. */
+export type WebSocketConstructor = new (url: string) => WebSocketLike;
+
+/** What a connection needs from its state. */
+export interface ConnectionConfig {
+  url: string;
+  token: string;
+  WebSocket: WebSocketConstructor;
+  heartbeatInterval: number;
+  name: string;
+}
+
+/** An acquire request, then the lock it became. */
+interface AcquireEntry {
+  readonly kind: "acquire";
+  readonly id: number;
+  readonly key: string;
+  readonly request: LockRequest;
+  /**
+   * waiting: the caller awaits a grant. held: the caller has the lock. releasing: a release was
+   * sent. abandoned: the caller has its answer (gave up, or the state closed) and only the
+   * broker's final frame for this id is awaited.
+   */
+  phase: "waiting" | "held" | "releasing" | "abandoned";
+  resolve: (lock: Lock) => void;
+  reject: (error: LockFailed) => void;
+  timer: DeadlineTimer | undefined;
+  onAbort: (() => void) | undefined;
+  lock: BrokerLock | undefined;
+  released: (() => void) | undefined;
+}
+
+/** A `testLock` in flight. */
+interface TestEntry {
+  readonly kind: "test";
+  readonly id: number;
+  readonly key: string;
+  readonly exclusive: boolean;
+  phase: "waiting" | "abandoned";
+  resolve: (free: boolean) => void;
+  reject: (error: LockFailed) => void;
+}
+
+type Entry = AcquireEntry | TestEntry;
+
+/** A lock held through the broker. */
+class BrokerLock extends BaseLock {
+  readonly #connection: Connection;
+  readonly #entry: AcquireEntry;
+
+  constructor(connection: Connection, entry: AcquireEntry) {
+    super(entry.key, entry.request.exclusive);
+    this.#connection = connection;
+    this.#entry = entry;
+  }
+
+  protected unlock(): Promise<void> {
+    return this.#connection.release(this.#entry);
+  }
+}
+
+/** Why a connection ended, as requests that it carried are told. */
+interface Ending {
+  message: string;
+  cause: unknown;
+}
+
+function failureMessage(entry: AcquireEntry | TestEntry, reason: FailureReason, message: string) {
+  const timeout = entry.kind === "acquire" ? entry.request.timeout : undefined;
+  switch (reason) {
+    case "busy":
+    case "timeout":
+      if (timeout === 0 || timeout === undefined) return "it is busy (timeout 0)";
+      return `timed out after ${timeout} ms`;
+    case "closed":
+      return "the broker's state is closed";
+    case "limit":
+      return `the broker refused the request: ${message}`;
+    default:
+      return `the broker failed: ${message}`;
+  }
+}
+
+/** One WebSocket to the broker, from connect to close. Never reused after it ends. */
+export class Connection {
+  readonly #config: ConnectionConfig;
+  readonly #entries = new Map<number, Entry>();
+  #nextId = 1;
+  #phase: "connecting" | "open" | "closing" | "ended" = "connecting";
+  /** Frames to send once the broker welcomed us, in order. */
+  #outbox: (() => ClientFrame)[] = [];
+  #socket: WebSocketLike | undefined;
+  readonly #heartbeat: Heartbeat;
+  #drained: (() => void) | undefined;
+
+  constructor(config: ConnectionConfig) {
+    this.#config = config;
+    this.#heartbeat = new Heartbeat(
+      config.heartbeatInterval,
+      () => {
+        if (this.#phase === "open" || this.#phase === "closing") this.#send({ op: "ping" });
+      },
+      (silentFor) =>
+        this.#end({
+          message: `no word from the broker for ${Math.round(silentFor)} ms`,
+          cause: new Error(`heartbeat timeout after ${Math.round(silentFor)} ms`),
+        }, CloseCode.heartbeatTimeout),
+    );
+    try {
+      const socket = new config.WebSocket(config.url);
+      this.#socket = socket;
+      socket.addEventListener("open", () => this.#opened());
+      socket.addEventListener("message", (event: MessageEvent) => this.#receive(event.data));
+      socket.addEventListener("close", (event: CloseEvent) => this.#closed(event));
+      socket.addEventListener("error", (event: Event) => {
+        const cause = (event as ErrorEvent).error ?? (event as ErrorEvent).message ?? event;
+        this.#end({ message: this.#lossMessage(), cause });
+      });
+    } catch (error) {
+      // Queue the ending: the caller's request is registered right after construction.
+      queueMicrotask(() => this.#end({ message: "the broker could not be reached", cause: error }));
+    }
+  }
+
+  /** `true` once the connection ended: the state opens a new one for its next request. */
+  get ended(): boolean {
+    return this.#phase === "ended" || this.#phase === "closing";
+  }
+
+  /** Sends an acquire request; settles with the lock or {@link LockFailed}. */
+  acquire(key: string, request: LockRequest): Promise<Lock> {
+    return new Promise<Lock>((resolve, reject) => {
+      const entry: AcquireEntry = {
+        kind: "acquire",
+        id: this.#nextId++,
+        key,
+        request,
+        phase: "waiting",
+        resolve,
+        reject,
+        timer: undefined,
+        onAbort: undefined,
+        lock: undefined,
+        released: undefined,
+      };
+      this.#entries.set(entry.id, entry);
+      const { deadline, signal, timeout, exclusive } = request;
+      if (deadline !== undefined && !request.tryOnce) {
+        entry.timer = new DeadlineTimer(deadline, () => {
+          this.#giveUp(entry, new LockFailed(`timed out after ${timeout} ms`, { key, exclusive }));
+        });
+      }
+      if (signal !== undefined) {
+        entry.onAbort = () => {
+          const error = new LockFailed("aborted", { key, exclusive, cause: signal.reason });
+          this.#giveUp(entry, error);
+        };
+        signal.addEventListener("abort", entry.onAbort, { once: true });
+      }
+      this.#send(() => ({
+        op: "acquire",
+        id: entry.id,
+        key,
+        exclusive,
+        // Measured from the caller's call: the broker gets what is left of it.
+        timeout: deadline === undefined
+          ? undefined
+          : Math.max(0, Math.ceil(deadline - performance.now())),
+      }));
+    });
+  }
+
+  /** Asks whether `key` is free for `exclusive`. */
+  test(key: string, exclusive: boolean): Promise<boolean> {
+    return new Promise<boolean>((resolve, reject) => {
+      const entry: TestEntry = {
+        kind: "test",
+        id: this.#nextId++,
+        key,
+        exclusive,
+        phase: "waiting",
+        resolve,
+        reject,
+      };
+      this.#entries.set(entry.id, entry);
+      this.#send({ op: "test", id: entry.id, key, exclusive });
+    });
+  }
+
+  /** Releases a held lock; resolves once the broker freed it (or the connection is gone). */
+  release(entry: AcquireEntry): Promise<void> {
+    if (entry.phase !== "held" || this.#entries.get(entry.id) !== entry) {
+      return Promise.resolve();
+    }
+    entry.phase = "releasing";
+    const done = new Promise<void>((resolve) => {
+      entry.released = resolve;
+    });
+    this.#send({ op: "release", id: entry.id });
+    return done;
+  }
+
+  /**
+   * For the state's close: fails waiting requests, loses held locks, releases them on the broker,
+   * waits for the broker to confirm everything, then closes the socket.
+   */
+  async close(): Promise<void> {
+    if (this.#phase === "ended" || this.#phase === "closing") return;
+    const ending: Ending = { message: "the state was closed", cause: undefined };
+    if (this.#phase === "connecting") {
+      // Nothing was sent yet: there is nothing to undo on the broker.
+      this.#end(ending, CloseCode.normal);
+      return;
+    }
+    this.#phase = "closing";
+    const held: BrokerLock[] = [];
+    for (const entry of this.#entries.values()) {
+      if (entry.kind === "test") {
+        if (entry.phase === "waiting") this.#abandon(entry, ending);
+      } else if (entry.phase === "waiting") {
+        this.#giveUp(entry, new LockFailed(ending.message, this.#details(entry)));
+      } else if (entry.phase === "held") {
+        entry.phase = "abandoned";
+        this.#send({ op: "release", id: entry.id });
+        held.push(entry.lock!);
+      }
+    }
+    for (const lock of held) lock.lose(ending.message);
+    if (this.#entries.size > 0) {
+      await new Promise<void>((resolve) => {
+        this.#drained = resolve;
+      });
+    }
+    this.#end(ending, CloseCode.normal);
+  }
+
+  #details(entry: AcquireEntry) {
+    return { key: entry.key, exclusive: entry.request.exclusive };
+  }
+
+  #lossMessage(): string {
+    return this.#phase === "connecting"
+      ? "the broker could not be reached"
+      : "the connection to the broker was lost";
+  }
+
+  #send(frame: ClientFrame | (() => ClientFrame)): void {
+    if (this.#phase === "connecting") {
+      this.#outbox.push(typeof frame === "function" ? frame : () => frame);
+      return;
+    }
+    if (this.#phase === "ended" || this.#socket?.readyState !== OPEN) return;
+    try {
+      this.#socket.send(JSON.stringify(typeof frame === "function" ? frame() : frame));
+    } catch (error) {
+      this.#end({ message: this.#lossMessage(), cause: error });
+    }
+  }
+
+  #opened(): void {
+    if (this.#phase !== "connecting") return;
+    try {
+      const hello: ClientFrame = {
+        op: "hello",
+        version: PROTOCOL_VERSION,
+        token: this.#config.token,
+      };
+      this.#socket!.send(JSON.stringify(hello));
+    } catch (error) {
+      this.#end({ message: this.#lossMessage(), cause: error });
+    }
+  }
+
+  #closed(event: CloseEvent): void {
+    const code = event.code;
+    const reason = event.reason ? `: ${event.reason}` : "";
+    if (code === CloseCode.unauthorized) {
+      this.#end({
+        message: `the broker refused the connection${reason}`,
+        cause: new Error(`closed with code ${code}${reason}`),
+      });
+    } else {
+      this.#end({
+        message: `${this.#lossMessage()} (code ${code}${reason})`,
+        cause: new Error(`closed with code ${code}${reason}`),
+      });
+    }
+  }
+
+  #receive(data: unknown): void {
+    if (this.#phase === "ended") return;
+    this.#heartbeat.heard();
+    let frame: ServerFrame;
+    try {
+      frame = parseServerFrame(data);
+    } catch (error) {
+      const message = error instanceof ProtocolError ? error.message : String(error);
+      this.#end({ message: `the broker sent a malformed frame: ${message}`, cause: error }, 1002);
+      return;
+    }
+    switch (frame.op) {
+      case "welcome":
+        return this.#welcomed(frame.version);
+      case "refused":
+        return this.#end({
+          message: `the broker refused the connection: ${frame.message}`,
+          cause: new Error(frame.message),
+        }, CloseCode.normal);
+      case "ping":
+        return this.#send({ op: "pong" });
+      case "pong":
+        return;
+      case "granted":
+        return this.#granted(frame.id);
+      case "failed":
+        return this.#failed(frame.id, frame.reason, frame.message);
+      case "released":
+        return this.#finished(frame.id);
+      case "lost":
+        return this.#lost(frame.id, frame.message);
+      case "tested":
+        return this.#tested(frame.id, frame.free);
+      case "error":
+        if (frame.id === undefined) {
+          log.warn("the broker reports an error: {message}", { message: frame.message });
+          return;
+        }
+        return this.#failed(frame.id, "invalid", frame.message);
+    }
+  }
+
+  #welcomed(version: number): void {
+    if (this.#phase !== "connecting") return;
+    if (version !== PROTOCOL_VERSION) {
+      const message = `the broker speaks protocol version ${version}, not ${PROTOCOL_VERSION}`;
+      this.#end({ message, cause: new Error(message) }, CloseCode.normal);
+      return;
+    }
+    this.#phase = "open";
+    log.debug("{name}: connected to {url}", { name: this.#config.name, url: this.#config.url });
+    const outbox = this.#outbox;
+    this.#outbox = [];
+    for (const frame of outbox) this.#send(frame);
+  }
+
+  #granted(id: number): void {
+    const entry = this.#entries.get(id);
+    if (entry === undefined || entry.kind !== "acquire") {
+      // Not ours any more: give it back rather than leave it held on the broker.
+      this.#send({ op: "release", id });
+      return;
+    }
+    // An abandoned request was cancelled: the broker releases it and answers "released".
+    if (entry.phase !== "waiting") return;
+    this.#settle(entry);
+    entry.phase = "held";
+    entry.lock = new BrokerLock(this, entry);
+    entry.resolve(entry.lock);
+  }
+
+  #failed(id: number, reason: FailureReason, message: string): void {
+    const entry = this.#entries.get(id);
+    if (entry === undefined) return;
+    if (entry.kind === "acquire" && (entry.phase === "held" || entry.phase === "releasing")) {
+      // Only a malformed-release reply can get here; the lock is gone either way.
+      return this.#lost(id, message);
+    }
+    this.#delete(entry);
+    if (entry.phase !== "waiting") return;
+    if (entry.kind === "acquire") this.#settle(entry);
+    const details = entry.kind === "acquire"
+      ? this.#details(entry)
+      : { key: entry.key, exclusive: entry.exclusive };
+    entry.reject(
+      new LockFailed(failureMessage(entry, reason, message), {
+        ...details,
+        cause: new Error(message),
+      }),
+    );
+  }
+
+  #finished(id: number): void {
+    const entry = this.#entries.get(id);
+    if (entry === undefined || entry.kind !== "acquire") return;
+    if (entry.phase === "held") return this.#lost(id, "released by the broker");
+    this.#delete(entry);
+    entry.released?.();
+  }
+
+  #lost(id: number, message: string): void {
+    const entry = this.#entries.get(id);
+    if (entry === undefined || entry.kind !== "acquire") return;
+    this.#delete(entry);
+    if (entry.phase === "held") {
+      entry.lock!.lose(`the broker lost it: ${message}`, new Error(message));
+    } else if (entry.phase === "waiting") {
+      this.#settle(entry);
+      entry.reject(new LockFailed(`the broker lost it: ${message}`, this.#details(entry)));
+    }
+    entry.released?.();
+  }
+
+  #tested(id: number, free: boolean): void {
+    const entry = this.#entries.get(id);
+    if (entry === undefined || entry.kind !== "test") return;
+    this.#delete(entry);
+    if (entry.phase === "waiting") entry.resolve(free);
+  }
+
+  /** The caller gave up on a waiting request: answer it now, cancel it on the broker. */
+  #giveUp(entry: AcquireEntry, error: LockFailed): void {
+    if (entry.phase !== "waiting") return;
+    this.#settle(entry);
+    entry.phase = "abandoned";
+    entry.reject(error);
+    this.#send({ op: "cancel", id: entry.id });
+  }
+
+  #abandon(entry: TestEntry, ending: Ending): void {
+    entry.phase = "abandoned";
+    entry.reject(
+      new LockFailed(ending.message, {
+        key: entry.key,
+        exclusive: entry.exclusive,
+        cause: ending.cause,
+      }),
+    );
+  }
+
+  /** Stops the timer and abort listener of a request that got its answer. */
+  #settle(entry: AcquireEntry): void {
+    entry.timer?.cancel();
+    entry.timer = undefined;
+    if (entry.onAbort !== undefined) {
+      entry.request.signal!.removeEventListener("abort", entry.onAbort);
+      entry.onAbort = undefined;
+    }
+  }
+
+  #delete(entry: Entry): void {
+    this.#entries.delete(entry.id);
+    if (this.#entries.size === 0) this.#drained?.();
+  }
+
+  /** The connection is over: every request it carried fails, every lock it held is lost. */
+  #end(ending: Ending, code?: number): void {
+    if (this.#phase === "ended") return;
+    const wasConnecting = this.#phase === "connecting";
+    this.#phase = "ended";
+    this.#heartbeat.stop();
+    this.#outbox = [];
+    const entries = [...this.#entries.values()];
+    this.#entries.clear();
+    for (const entry of entries) {
+      if (entry.kind === "test") {
+        if (entry.phase === "waiting") this.#abandon(entry, ending);
+      } else if (entry.phase === "waiting") {
+        this.#settle(entry);
+        entry.reject(
+          new LockFailed(ending.message, { ...this.#details(entry), cause: ending.cause }),
+        );
+      } else if (entry.phase === "held") {
+        entry.lock!.lose(ending.message, ending.cause);
+      } else {
+        entry.released?.();
+      }
+    }
+    this.#drained?.();
+    if (entries.length > 0 || !wasConnecting) {
+      log.debug("{name}: connection ended: {message}", {
+        name: this.#config.name,
+        message: ending.message,
+      });
+    }
+    try {
+      this.#socket?.close(code ?? CloseCode.normal);
+    } catch {
+      // 1002 and others may be refused by a browser's close(): the socket closes anyway.
+      try {
+        this.#socket?.close();
+      } catch {
+        // already closed
+      }
+    }
+  }
+}

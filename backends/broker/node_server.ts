@@ -1,0 +1,159 @@
+/**
+ * {@link serveBroker}: the broker on Node, whose HTTP server cannot upgrade a web-standard
+ * Request. Uses `node:http` and the `ws` package, both imported only when called, so that the
+ * client side of the broker module stays free of Node APIs.
+ */
+
+import type { StateABC } from "../../state.ts";
+import { MAX_FRAME_BYTES, type WebSocketLike } from "./protocol.ts";
+import { type BrokerHandler, brokerHandler, type BrokerOptions } from "./server.ts";
+
+/** Options of {@link serveBroker}. */
+export interface ServeBrokerOptions extends BrokerOptions {
+  /** The state to serve; closing it is up to the caller. */
+  state: StateABC;
+  /** TCP port; `0` (the default) picks a free one. */
+  port?: number;
+  /** Interface to listen on. Default `"127.0.0.1"`; `"0.0.0.0"` serves other machines. */
+  hostname?: string;
+}
+
+/** A running broker on Node. */
+export interface BrokerServer {
+  /** The port it listens on (useful with `port: 0`). */
+  readonly port: number;
+  /** The interface it listens on. */
+  readonly hostname: string;
+  /** The `ws://` URL clients connect to. */
+  readonly url: string;
+  /** The handler behind it (connection count, `accept`). */
+  readonly handler: BrokerHandler;
+  /** Ends every connection, releasing what its clients held, and stops listening. */
+  close(): Promise<void>;
+}
+
+// The parts of node:http and ws used here, typed locally: ws ships no types of its own.
+interface NodeSocket {
+  setNoDelay(noDelay?: boolean): void;
+  on(event: "error", listener: () => void): void;
+  destroy(): void;
+}
+interface NodeIncoming {
+  headers: Record<string, string | string[] | undefined>;
+}
+interface NodeResponse {
+  writeHead(status: number, headers: Record<string, string>): void;
+  end(text: string): void;
+}
+interface NodeHttpServer {
+  on(
+    event: "upgrade",
+    listener: (req: NodeIncoming, socket: NodeSocket, head: unknown) => void,
+  ): void;
+  on(event: "error" | "clientError", listener: (error: Error, socket?: NodeSocket) => void): void;
+  listen(port: number, hostname: string, ready: () => void): void;
+  off(event: "error", listener: (error: Error) => void): void;
+  address(): { port: number } | string | null;
+  close(done: () => void): void;
+  closeAllConnections?(): void;
+}
+interface NodeHttp {
+  createServer(listener: (req: NodeIncoming, res: NodeResponse) => void): NodeHttpServer;
+}
+interface WsSocket extends WebSocketLike {
+  terminate(): void;
+}
+interface WsServer {
+  handleUpgrade(
+    req: NodeIncoming,
+    socket: NodeSocket,
+    head: unknown,
+    done: (socket: WsSocket) => void,
+  ): void;
+  on(event: "error", listener: (error: Error) => void): void;
+  close(): void;
+}
+interface WsModule {
+  WebSocketServer: new (options: { noServer: true; maxPayload: number }) => WsServer;
+}
+
+/**
+ * Starts a broker on Node (or any runtime with `node:http`): an HTTP server whose WebSocket
+ * upgrades are served by {@link brokerHandler}; other requests get HTTP 426. Needs the `ws`
+ * package (`npm install ws`), which sets TCP no-delay on every socket.
+ *
+ * @example
+ * ```ts ignore
+ * import { LocalState } from "@momotor/shared-state";
+ * import { serveBroker } from "@momotor/shared-state/broker";
+ *
+ * const broker = await serveBroker({ state: new LocalState(), token: process.env.TOKEN!, port: 8787 });
+ * console.log(`broker on ${broker.url}`);
+ * ```
+ *
+ * @param options The state, token, port, interface, heartbeat and limits.
+ * @returns The running server, once it listens.
+ */
+export async function serveBroker(options: ServeBrokerOptions): Promise<BrokerServer> {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError("options must be an object with state and token");
+  }
+  const { state, port = 0, hostname = "127.0.0.1" } = options;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new RangeError(`options.port must be an integer from 0 to 65535, got ${port}`);
+  }
+  if (typeof hostname !== "string") throw new TypeError("options.hostname must be a string");
+  const handler = brokerHandler(state, options);
+  const http = await import("node:http") as unknown as NodeHttp;
+  let ws: WsModule;
+  try {
+    ws = await import("ws") as unknown as WsModule;
+  } catch (error) {
+    throw new Error("serveBroker needs the ws package: npm install ws", { cause: error });
+  }
+  // A little slack over the frame limit: the session itself refuses frames above it.
+  const sockets = new ws.WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES + 1024 });
+  sockets.on("error", () => {});
+  const open = new Set<WsSocket>();
+  const server = http.createServer((_request, response) => {
+    response.writeHead(426, { "content-type": "text/plain; charset=utf-8", upgrade: "websocket" });
+    response.end("This is a shared-state broker: connect with a WebSocket (BrokerState).\n");
+  });
+  server.on("clientError", (_error, socket) => socket?.destroy());
+  server.on("upgrade", (request, socket, head) => {
+    socket.on("error", () => {});
+    socket.setNoDelay(true); // a handoff is a few small frames: never wait for Nagle
+    sockets.handleUpgrade(request, socket, head, (socket) => {
+      open.add(socket);
+      socket.addEventListener("close", () => open.delete(socket));
+      handler.accept(socket);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.on("error", reject);
+    server.listen(port, hostname, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  server.on("error", () => {});
+  const address = server.address();
+  const actualPort = typeof address === "object" && address !== null ? address.port : port;
+  const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+  return {
+    port: actualPort,
+    hostname,
+    url: `ws://${host}:${actualPort}/`,
+    handler,
+    async close() {
+      await handler.close();
+      // The close frames are sent; do not wait for peers that may never answer.
+      for (const socket of open) socket.terminate();
+      sockets.close();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections?.();
+      });
+    },
+  };
+}

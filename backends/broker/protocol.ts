@@ -1,0 +1,257 @@
+/**
+ * The broker's wire protocol: JSON text frames over one WebSocket, their types, the limits both
+ * sides enforce, and the validation of every frame a peer may send (nothing is trusted).
+ */
+
+/** The protocol version a client announces in `hello` and the broker confirms in `welcome`. */
+export const PROTOCOL_VERSION = 1;
+
+/**
+ * Largest frame a peer may send. A key of {@link MAX_KEY_LENGTH} UTF-16 code units takes at most
+ * 6 bytes per unit in JSON (`\u0000`), so any legal key fits with room to spare.
+ */
+export const MAX_FRAME_BYTES = 2 * 1024 * 1024;
+
+/** Longest key, in UTF-16 code units (256 Ki; a 64 KiB key fits four times over). */
+export const MAX_KEY_LENGTH = 256 * 1024;
+
+/** Longest token the broker reads; a longer `hello` is refused. */
+export const MAX_TOKEN_LENGTH = 4096;
+
+/** Default for how often, in milliseconds, each side pings the other. */
+export const DEFAULT_HEARTBEAT_INTERVAL = 5000;
+
+/** Close codes used by the broker and the client, besides the standard 1000/1001/1003/1008/1009. */
+export const CloseCode = {
+  /** A normal end (client close, or a clean end of the session). */
+  normal: 1000,
+  /** The broker is shutting down. */
+  goingAway: 1001,
+  /** A binary frame: only text frames are spoken. */
+  unsupportedData: 1003,
+  /** Too many malformed frames. */
+  policyViolation: 1008,
+  /** A frame larger than {@link MAX_FRAME_BYTES}. */
+  tooBig: 1009,
+  /** A bug in the broker ended this one connection. */
+  internalError: 1011,
+  /** No `hello`, a wrong token, or a `hello` too late. */
+  unauthorized: 4001,
+  /** The peer was silent for two heartbeat intervals (a half-open connection). */
+  heartbeatTimeout: 4002,
+  /** The client speaks a protocol version the broker does not. */
+  unsupportedVersion: 4003,
+} as const;
+
+/** Why a request failed, in a `failed` frame. */
+export type FailureReason =
+  | "busy"
+  | "timeout"
+  | "cancelled"
+  | "closed"
+  | "limit"
+  | "invalid"
+  | "error";
+
+/** Frames a client sends. */
+export type ClientFrame =
+  | { op: "hello"; version: number; token: string }
+  | { op: "acquire"; id: number; key: string; exclusive: boolean; timeout: number | undefined }
+  | { op: "cancel"; id: number }
+  | { op: "release"; id: number }
+  | { op: "test"; id: number; key: string; exclusive: boolean }
+  | { op: "ping" }
+  | { op: "pong" };
+
+/** The limits a broker announces in `welcome`. */
+export interface BrokerLimits {
+  maxFrameBytes: number;
+  maxKeyLength: number;
+  maxRequests: number;
+  heartbeatInterval: number;
+}
+
+/** Frames the broker sends. */
+export type ServerFrame =
+  | { op: "welcome"; version: number; limits: BrokerLimits }
+  | { op: "refused"; message: string }
+  | { op: "granted"; id: number }
+  | { op: "failed"; id: number; reason: FailureReason; message: string }
+  | { op: "released"; id: number }
+  | { op: "lost"; id: number; message: string }
+  | { op: "tested"; id: number; free: boolean }
+  | { op: "error"; id?: number; message: string }
+  | { op: "ping" }
+  | { op: "pong" };
+
+/** A frame that could not be accepted; `id` is set when the frame named a usable request id. */
+export class ProtocolError extends Error {
+  readonly id: number | undefined;
+
+  constructor(message: string, id?: number) {
+    super(message);
+    this.name = "ProtocolError";
+    this.id = id;
+  }
+}
+
+type Fields = Record<string, unknown>;
+
+/** Parses a text frame into an object with a string `op`, or throws {@link ProtocolError}. */
+function parseObject(text: unknown): Fields {
+  if (typeof text !== "string") throw new ProtocolError("frames must be text");
+  if (text.length > MAX_FRAME_BYTES) throw new ProtocolError("frame too large");
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw new ProtocolError("frame is not valid JSON");
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ProtocolError("frame must be a JSON object");
+  }
+  const fields = value as Fields;
+  if (typeof fields.op !== "string") throw new ProtocolError('frame needs a string "op"');
+  return fields;
+}
+
+/** A request id: an integer from 0 to 2^53 - 1. */
+function isId(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+
+function requireId(fields: Fields): number {
+  if (!isId(fields.id)) {
+    throw new ProtocolError(`"${fields.op}" needs "id", an integer from 0 to 2^53 - 1`);
+  }
+  return fields.id;
+}
+
+function requireKeyAndMode(fields: Fields, id: number): { key: string; exclusive: boolean } {
+  const { key, exclusive } = fields;
+  if (typeof key !== "string") throw new ProtocolError('"key" must be a string', id);
+  if (key.length > MAX_KEY_LENGTH) {
+    throw new ProtocolError(`"key" is longer than ${MAX_KEY_LENGTH} UTF-16 code units`, id);
+  }
+  if (typeof exclusive !== "boolean") throw new ProtocolError('"exclusive" must be a boolean', id);
+  return { key, exclusive };
+}
+
+/** Validates a frame from a client. Throws {@link ProtocolError} for anything malformed. */
+export function parseClientFrame(text: unknown): ClientFrame {
+  const fields = parseObject(text);
+  switch (fields.op) {
+    case "hello": {
+      const { version, token } = fields;
+      if (typeof version !== "number") throw new ProtocolError('"version" must be a number');
+      if (typeof token !== "string") throw new ProtocolError('"token" must be a string');
+      return { op: "hello", version, token };
+    }
+    case "acquire": {
+      const id = requireId(fields);
+      const { key, exclusive } = requireKeyAndMode(fields, id);
+      const timeout = fields.timeout ?? undefined;
+      if (
+        timeout !== undefined &&
+        (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout < 0)
+      ) {
+        throw new ProtocolError('"timeout" must be a finite number >= 0, null or absent', id);
+      }
+      return { op: "acquire", id, key, exclusive, timeout };
+    }
+    case "test": {
+      const id = requireId(fields);
+      return { op: "test", id, ...requireKeyAndMode(fields, id) };
+    }
+    case "cancel":
+    case "release":
+      return { op: fields.op, id: requireId(fields) };
+    case "ping":
+    case "pong":
+      return { op: fields.op };
+    default:
+      throw new ProtocolError(`unknown op ${JSON.stringify(String(fields.op).slice(0, 40))}`);
+  }
+}
+
+const FAILURE_REASONS = new Set<string>([
+  "busy",
+  "timeout",
+  "cancelled",
+  "closed",
+  "limit",
+  "invalid",
+  "error",
+]);
+
+function optionalMessage(fields: Fields): string {
+  return typeof fields.message === "string" ? fields.message : "(no message)";
+}
+
+/**
+ * Validates a frame from the broker. Throws {@link ProtocolError} for anything malformed: the
+ * client then drops the connection rather than guess.
+ */
+export function parseServerFrame(text: unknown): ServerFrame {
+  const fields = parseObject(text);
+  switch (fields.op) {
+    case "welcome": {
+      if (typeof fields.version !== "number") throw new ProtocolError("welcome without version");
+      const limits =
+        (typeof fields.limits === "object" && fields.limits !== null
+          ? fields.limits
+          : {}) as Partial<BrokerLimits>;
+      return {
+        op: "welcome",
+        version: fields.version,
+        limits: {
+          maxFrameBytes: limits.maxFrameBytes ?? MAX_FRAME_BYTES,
+          maxKeyLength: limits.maxKeyLength ?? MAX_KEY_LENGTH,
+          maxRequests: limits.maxRequests ?? Infinity,
+          heartbeatInterval: limits.heartbeatInterval ?? DEFAULT_HEARTBEAT_INTERVAL,
+        },
+      };
+    }
+    case "refused":
+      return { op: "refused", message: optionalMessage(fields) };
+    case "granted":
+    case "released":
+      return { op: fields.op, id: requireId(fields) };
+    case "failed": {
+      const id = requireId(fields);
+      const reason = typeof fields.reason === "string" && FAILURE_REASONS.has(fields.reason)
+        ? fields.reason as FailureReason
+        : "error";
+      return { op: "failed", id, reason, message: optionalMessage(fields) };
+    }
+    case "lost":
+      return { op: "lost", id: requireId(fields), message: optionalMessage(fields) };
+    case "tested": {
+      const id = requireId(fields);
+      if (typeof fields.free !== "boolean") throw new ProtocolError("tested without free");
+      return { op: "tested", id, free: fields.free };
+    }
+    case "error":
+      return {
+        op: "error",
+        id: isId(fields.id) ? fields.id : undefined,
+        message: optionalMessage(fields),
+      };
+    case "ping":
+    case "pong":
+      return { op: fields.op };
+    default:
+      throw new ProtocolError(`unknown op ${JSON.stringify(String(fields.op).slice(0, 40))}`);
+  }
+}
+
+/** The subset of a web-standard WebSocket that both sides use (Deno, browsers, `ws`, undici). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  addEventListener(type: string, listener: (event: never) => void): void;
+}
+
+/** `readyState` of an open WebSocket. */
+export const OPEN = 1;

@@ -1,0 +1,416 @@
+/**
+ * One client connection on the broker: authenticates it, then runs its requests against the
+ * served state, and frees everything it held or awaited when the connection ends.
+ */
+
+import { LockFailed } from "../../errors.ts";
+import { backendLogger } from "../../internal/log.ts";
+import type { Lock, StateABC } from "../../state.ts";
+import { Heartbeat } from "./heartbeat.ts";
+import {
+  CloseCode,
+  type FailureReason,
+  MAX_FRAME_BYTES,
+  MAX_KEY_LENGTH,
+  MAX_TOKEN_LENGTH,
+  OPEN,
+  parseClientFrame,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  type ServerFrame,
+  type WebSocketLike,
+} from "./protocol.ts";
+import type { TokenCheck } from "./token.ts";
+
+const log = backendLogger("broker");
+
+/** What every session of one broker shares. */
+export interface SessionConfig {
+  state: StateABC;
+  token: TokenCheck;
+  heartbeatInterval: number;
+  authTimeout: number;
+  maxRequests: number;
+  maxKeyChars: number;
+  maxErrors: number;
+}
+
+/** A request of this connection that the broker still tracks. */
+interface Request {
+  readonly id: number;
+  readonly key: string;
+  readonly exclusive: boolean;
+  readonly timeout: number | undefined;
+  phase: "waiting" | "held" | "releasing" | "testing";
+  /** Ends the wait in the served state (cancel, or the connection ended). */
+  controller: AbortController | undefined;
+  /** The client gave up: a grant that still arrives is released at once. */
+  cancelled: boolean;
+  lock: Lock | undefined;
+  onLost: (() => void) | undefined;
+  /** Settles once the served state answered (and a late grant was released). */
+  settled: Promise<void> | undefined;
+}
+
+/** Frames that may arrive while the token is being checked, before the client saw `welcome`. */
+const MAX_EARLY_FRAMES = 64;
+
+let sessionCounter = 0;
+
+/** The broker's side of one WebSocket. */
+export class Session {
+  readonly #config: SessionConfig;
+  readonly #socket: WebSocketLike;
+  readonly #name = `connection ${++sessionCounter}`;
+  readonly #requests = new Map<number, Request>();
+  #keyChars = 0;
+  #errors = 0;
+  /** "hello" until a valid hello, "checking" while the token is hashed, then "ready". */
+  #phase: "hello" | "checking" | "ready" | "ended" = "hello";
+  #early: unknown[] = [];
+  #authTimer: ReturnType<typeof setTimeout> | undefined;
+  #heartbeat: Heartbeat | undefined;
+  /** Settles once everything this connection held has been released in the served state. */
+  #drained: Promise<void> | undefined;
+  readonly #onEnd: (session: Session) => void;
+
+  constructor(config: SessionConfig, socket: WebSocketLike, onEnd: (session: Session) => void) {
+    this.#config = config;
+    this.#socket = socket;
+    this.#onEnd = onEnd;
+    socket.addEventListener("message", (event: MessageEvent) => this.#receive(event.data));
+    socket.addEventListener("close", () => this.#end("the connection closed"));
+    socket.addEventListener("error", () => this.#end("the connection failed"));
+    this.#authTimer = setTimeout(
+      () => this.terminate(CloseCode.unauthorized, "no hello in time"),
+      config.authTimeout,
+    );
+    log.debug("{name}: opened", { name: this.#name });
+  }
+
+  /** Ends the connection now and releases everything it held; resolves once released. */
+  terminate(code: number, reason: string): Promise<void> {
+    const drained = this.#end(reason);
+    try {
+      this.#socket.close(code, reason);
+    } catch {
+      // Already closed, or the runtime refuses this code: the session is over anyway.
+    }
+    return drained;
+  }
+
+  #send(frame: ServerFrame): void {
+    if (this.#phase === "ended" || this.#socket.readyState !== OPEN) return;
+    try {
+      this.#socket.send(JSON.stringify(frame));
+    } catch (error) {
+      this.#end(`sending failed: ${error}`);
+    }
+  }
+
+  #receive(data: unknown): void {
+    if (this.#phase === "ended") return;
+    this.#heartbeat?.heard();
+    if (typeof data !== "string") {
+      this.terminate(CloseCode.unsupportedData, "only text frames are accepted");
+      return;
+    }
+    if (data.length > MAX_FRAME_BYTES) {
+      this.terminate(CloseCode.tooBig, `frames are limited to ${MAX_FRAME_BYTES} bytes`);
+      return;
+    }
+    if (this.#phase === "hello") return this.#hello(data);
+    if (this.#phase === "checking") {
+      if (this.#early.length >= MAX_EARLY_FRAMES) {
+        this.terminate(CloseCode.policyViolation, "too many frames before welcome");
+      } else {
+        this.#early.push(data);
+      }
+      return;
+    }
+    this.#handle(data);
+  }
+
+  #hello(data: string): void {
+    let token: string;
+    try {
+      const frame = parseClientFrame(data);
+      if (frame.op !== "hello") throw new ProtocolError("the first frame must be hello");
+      if (frame.token.length > MAX_TOKEN_LENGTH) throw new ProtocolError("token too long");
+      if (frame.version !== PROTOCOL_VERSION) {
+        this.#send({ op: "refused", message: `unsupported protocol version ${frame.version}` });
+        this.terminate(CloseCode.unsupportedVersion, "unsupported protocol version");
+        return;
+      }
+      token = frame.token;
+    } catch (error) {
+      this.#refuse(error instanceof ProtocolError ? error.message : "malformed hello");
+      return;
+    }
+    this.#phase = "checking";
+    this.#config.token.matches(token).then(
+      (valid) => {
+        if (this.#phase !== "checking") return;
+        if (!valid) return this.#refuse("wrong token");
+        this.#welcome();
+      },
+      (error) => this.#refuse(`the token could not be checked: ${error}`),
+    );
+  }
+
+  #refuse(message: string): void {
+    log.info("{name}: refused: {message}", { name: this.#name, message });
+    this.#send({ op: "refused", message });
+    this.terminate(CloseCode.unauthorized, "unauthorized");
+  }
+
+  #welcome(): void {
+    clearTimeout(this.#authTimer);
+    this.#phase = "ready";
+    const { heartbeatInterval, maxRequests } = this.#config;
+    this.#heartbeat = new Heartbeat(
+      heartbeatInterval,
+      () => this.#send({ op: "ping" }),
+      (silentFor) =>
+        this.terminate(
+          CloseCode.heartbeatTimeout,
+          `no frame for ${Math.round(silentFor)} ms`,
+        ),
+    );
+    this.#send({
+      op: "welcome",
+      version: PROTOCOL_VERSION,
+      limits: {
+        maxFrameBytes: MAX_FRAME_BYTES,
+        maxKeyLength: MAX_KEY_LENGTH,
+        maxRequests,
+        heartbeatInterval,
+      },
+    });
+    log.debug("{name}: authenticated", { name: this.#name });
+    const early = this.#early;
+    this.#early = [];
+    for (const data of early) this.#handle(data as string);
+  }
+
+  #handle(data: string): void {
+    if (this.#phase !== "ready") return;
+    try {
+      const frame = parseClientFrame(data);
+      switch (frame.op) {
+        case "acquire":
+          return this.#acquire(frame.id, frame.key, frame.exclusive, frame.timeout);
+        case "test":
+          return this.#test(frame.id, frame.key, frame.exclusive);
+        case "cancel":
+          return this.#cancel(frame.id);
+        case "release":
+          return this.#release(frame.id);
+        case "ping":
+          return this.#send({ op: "pong" });
+        case "pong":
+          return;
+        case "hello":
+          throw new ProtocolError("already authenticated");
+      }
+    } catch (error) {
+      if (error instanceof ProtocolError) return this.#protocolError(error);
+      // A bug here must not take the broker down: end this connection only.
+      log.error("{name}: internal error: {error}", { name: this.#name, error });
+      this.terminate(CloseCode.internalError, "internal error");
+    }
+  }
+
+  #protocolError(error: ProtocolError): void {
+    // An id that names a live request must not end it: the request is not what was malformed.
+    const id = error.id !== undefined && !this.#requests.has(error.id) ? error.id : undefined;
+    this.#send({ op: "error", id, message: error.message });
+    if (++this.#errors > this.#config.maxErrors) {
+      this.terminate(CloseCode.policyViolation, "too many malformed frames");
+    }
+  }
+
+  /** Admits a new request id, or explains why not. */
+  #admit(id: number, key: string): boolean {
+    if (this.#requests.has(id)) {
+      this.#protocolError(new ProtocolError(`id ${id} is already in use`));
+      return false;
+    }
+    const { maxRequests, maxKeyChars } = this.#config;
+    if (this.#requests.size >= maxRequests || this.#keyChars + key.length > maxKeyChars) {
+      this.#send({
+        op: "failed",
+        id,
+        reason: "limit",
+        message: `too many requests on one connection (at most ${maxRequests}, ` +
+          `with keys of ${maxKeyChars} UTF-16 code units in all)`,
+      });
+      return false;
+    }
+    return true;
+  }
+
+  #track(request: Request): void {
+    this.#requests.set(request.id, request);
+    this.#keyChars += request.key.length;
+  }
+
+  #forget(request: Request): void {
+    if (this.#requests.get(request.id) !== request) return;
+    this.#requests.delete(request.id);
+    this.#keyChars -= request.key.length;
+  }
+
+  #acquire(id: number, key: string, exclusive: boolean, timeout: number | undefined): void {
+    if (!this.#admit(id, key)) return;
+    const controller = new AbortController();
+    const request: Request = {
+      id,
+      key,
+      exclusive,
+      timeout,
+      phase: "waiting",
+      controller,
+      cancelled: false,
+      lock: undefined,
+      onLost: undefined,
+      settled: undefined,
+    };
+    this.#track(request);
+    const pending = this.#config.state.getLock(key, {
+      exclusive,
+      timeout,
+      signal: controller.signal,
+    });
+    request.settled = pending.then(
+      (lock) => this.#granted(request, lock),
+      (error) => this.#failed(request, error),
+    ).catch((error) => log.error("{name}: internal error: {error}", { name: this.#name, error }));
+  }
+
+  #granted(request: Request, lock: Lock): Promise<void> | undefined {
+    request.controller = undefined;
+    if (this.#phase === "ended" || request.cancelled) {
+      // The client gave up (or left) while the grant was on its way: free it, leak nothing.
+      this.#forget(request);
+      return lock.release().then(() => {
+        this.#send({ op: "failed", id: request.id, reason: "cancelled", message: "cancelled" });
+      });
+    }
+    request.phase = "held";
+    request.lock = lock;
+    const signal = lock.signal;
+    request.onLost = () => this.#lost(request, signal.reason);
+    if (signal.aborted) {
+      request.onLost();
+      return;
+    }
+    signal.addEventListener("abort", request.onLost, { once: true });
+    this.#send({ op: "granted", id: request.id });
+    return;
+  }
+
+  #failed(request: Request, error: unknown): void {
+    this.#forget(request);
+    let reason: FailureReason;
+    if (request.cancelled) reason = "cancelled";
+    else if (!(error instanceof LockFailed)) reason = "error";
+    else if (this.#config.state.closed) reason = "closed";
+    else if (request.timeout === 0) reason = "busy";
+    else if (request.timeout !== undefined) reason = "timeout";
+    else reason = "error";
+    const message = error instanceof Error ? error.message : String(error);
+    this.#send({ op: "failed", id: request.id, reason, message });
+  }
+
+  /** The served state took the lock away (it was closed, its connection died…). */
+  #lost(request: Request, cause: unknown): void {
+    if (request.phase !== "held") return;
+    this.#forget(request);
+    const message = cause instanceof Error ? cause.message : String(cause);
+    this.#send({ op: "lost", id: request.id, message });
+  }
+
+  #test(id: number, key: string, exclusive: boolean): void {
+    if (!this.#admit(id, key)) return;
+    const request: Request = {
+      id,
+      key,
+      exclusive,
+      timeout: undefined,
+      phase: "testing",
+      controller: undefined,
+      cancelled: false,
+      lock: undefined,
+      onLost: undefined,
+      settled: undefined,
+    };
+    this.#track(request);
+    this.#config.state.testLock(key, { exclusive }).then(
+      (free) => {
+        this.#forget(request);
+        this.#send({ op: "tested", id, free });
+      },
+      (error) => this.#failed(request, error),
+    );
+  }
+
+  #cancel(id: number): void {
+    const request = this.#requests.get(id);
+    if (request === undefined) return; // already finished: its final frame is on its way
+    if (request.phase === "waiting") {
+      request.cancelled = true;
+      request.controller?.abort(new Error("cancelled by the client"));
+    } else if (request.phase === "held") {
+      this.#release(id);
+    }
+  }
+
+  #release(id: number): void {
+    const request = this.#requests.get(id);
+    if (request === undefined) {
+      // Already released or lost: say so, the client may be waiting for it.
+      return this.#send({ op: "released", id });
+    }
+    if (request.phase === "waiting") return this.#cancel(id);
+    if (request.phase !== "held") return;
+    request.phase = "releasing";
+    request.lock!.signal.removeEventListener("abort", request.onLost!);
+    request.settled = request.lock!.release().then(() => {
+      this.#forget(request);
+      this.#send({ op: "released", id });
+    });
+  }
+
+  /** The connection is over: drop waiting requests and release held locks, once. */
+  #end(why: string): Promise<void> {
+    if (this.#drained !== undefined) return this.#drained;
+    this.#phase = "ended";
+    clearTimeout(this.#authTimer);
+    this.#heartbeat?.stop();
+    this.#early = [];
+    const releases: Promise<void>[] = [];
+    for (const request of this.#requests.values()) {
+      if (request.phase === "waiting") {
+        request.cancelled = true;
+        request.controller?.abort(new Error("the client's connection ended"));
+        if (request.settled !== undefined) releases.push(request.settled);
+      } else if (request.phase === "releasing") {
+        releases.push(request.settled!);
+      } else if (request.phase === "held") {
+        request.lock!.signal.removeEventListener("abort", request.onLost!);
+        releases.push(request.lock!.release());
+      }
+    }
+    this.#requests.clear();
+    this.#keyChars = 0;
+    log.debug("{name}: ended ({why}), releasing {count} locks", {
+      name: this.#name,
+      why,
+      count: releases.length,
+    });
+    this.#drained = Promise.all(releases).then(() => {});
+    this.#onEnd(this);
+    return this.#drained;
+  }
+}
