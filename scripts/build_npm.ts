@@ -26,6 +26,8 @@ import { runOk, step } from "./npm_package/run.ts";
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const NPM_DIR = `${ROOT}/npm`;
 const TESTS_DIR = `${ROOT}/tests`;
+/** The Node test run fails if it takes longer (an open handle can keep `node --test` alive). */
+const NODE_TEST_TIMEOUT_MS = 15 * 60_000;
 /** Files copied as they are. */
 const COPIED = ["README.md", "LICENSE"];
 
@@ -135,6 +137,7 @@ async function main(args: string[]): Promise<void> {
         runOk("node", ["--expose-gc", "--test", "--test-reporter=spec", ...compiledTests], {
           cwd: NPM_DIR,
           inherit: true,
+          timeoutMs: NODE_TEST_TIMEOUT_MS,
         }),
     );
   }

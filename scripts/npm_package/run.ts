@@ -12,6 +12,11 @@ export interface RunOptions {
   env?: Record<string, string>;
   /** Pass output through to the terminal instead of capturing it. */
   inherit?: boolean;
+  /**
+   * With `inherit`: stop the command (SIGTERM) once it has run this long, and fail. A test run
+   * that an open handle keeps alive must fail CI, not hang it.
+   */
+  timeoutMs?: number;
 }
 
 /** What a captured command printed. */
@@ -32,7 +37,18 @@ export async function run(cmd: string, args: string[], options: RunOptions): Pro
     stdout: options.inherit ? "inherit" : "piped",
     stderr: options.inherit ? "inherit" : "piped",
   });
-  if (options.inherit) return { code: (await command.spawn().status).code, output: "" };
+  if (options.inherit) {
+    const child = command.spawn();
+    let timedOut = false;
+    const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => {
+      timedOut = true;
+      child.kill("SIGTERM");
+    }, options.timeoutMs);
+    const { code } = await child.status;
+    clearTimeout(timer);
+    const output = timedOut ? `stopped after ${options.timeoutMs! / 1000} s: still running` : "";
+    return { code: timedOut ? 124 : code, output };
+  }
   const result = await command.output();
   const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
   return { code: result.code, output: decode(result.stdout) + decode(result.stderr) };
