@@ -115,22 +115,12 @@ export class Connection {
   /** Frames to send once the broker welcomed us, in order. */
   #outbox: (() => ClientFrame)[] = [];
   #socket: WebSocketLike | undefined;
-  readonly #heartbeat: Heartbeat;
+  #heartbeat: Heartbeat;
   #drained: (() => void) | undefined;
 
   constructor(config: ConnectionConfig) {
     this.#config = config;
-    this.#heartbeat = new Heartbeat(
-      config.heartbeatInterval,
-      () => {
-        if (this.#phase === "open" || this.#phase === "closing") this.#send({ op: "ping" });
-      },
-      (silentFor) =>
-        this.#end({
-          message: `no word from the broker for ${Math.round(silentFor)} ms`,
-          cause: new Error(`heartbeat timeout after ${Math.round(silentFor)} ms`),
-        }, CloseCode.heartbeatTimeout),
-    );
+    this.#heartbeat = this.#startHeartbeat(config.heartbeatInterval);
     try {
       const socket = new config.WebSocket(config.url);
       this.#socket = socket;
@@ -145,6 +135,21 @@ export class Connection {
       // Queue the ending: the caller's request is registered right after construction.
       queueMicrotask(() => this.#end({ message: "the broker could not be reached", cause: error }));
     }
+  }
+
+  /** Pings every `interval`; two intervals without a frame from the broker end the connection. */
+  #startHeartbeat(interval: number): Heartbeat {
+    return new Heartbeat(
+      interval,
+      () => {
+        if (this.#phase === "open" || this.#phase === "closing") this.#send({ op: "ping" });
+      },
+      (silentFor) =>
+        this.#end({
+          message: `${this.#lossMessage()}: no word from it for ${Math.round(silentFor)} ms`,
+          cause: new Error(`heartbeat timeout after ${Math.round(silentFor)} ms`),
+        }, CloseCode.heartbeatTimeout),
+    );
   }
 
   /** `true` once the connection ended: the state opens a new one for its next request. */
@@ -325,7 +330,9 @@ export class Connection {
     }
     switch (frame.op) {
       case "welcome":
-        return this.#welcomed(frame.version);
+        return this.#welcomed(frame.version, frame.limits.heartbeatInterval);
+      case "queued":
+        return;
       case "refused":
         return this.#end({
           message: `the broker refused the connection: ${frame.message}`,
@@ -354,7 +361,7 @@ export class Connection {
     }
   }
 
-  #welcomed(version: number): void {
+  #welcomed(version: number, brokerInterval: number): void {
     if (this.#phase !== "connecting") return;
     if (version !== PROTOCOL_VERSION) {
       const message = `the broker speaks protocol version ${version}, not ${PROTOCOL_VERSION}`;
@@ -362,6 +369,14 @@ export class Connection {
       return;
     }
     this.#phase = "open";
+    // The broker drops clients silent for two of its intervals: ping at least that often.
+    if (
+      Number.isFinite(brokerInterval) && brokerInterval > 0 &&
+      brokerInterval < this.#config.heartbeatInterval
+    ) {
+      this.#heartbeat.stop();
+      this.#heartbeat = this.#startHeartbeat(brokerInterval);
+    }
     log.debug("{name}: connected to {url}", { name: this.#config.name, url: this.#config.url });
     const outbox = this.#outbox;
     this.#outbox = [];

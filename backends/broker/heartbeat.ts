@@ -1,7 +1,11 @@
 /**
- * Application-level heartbeats (browsers cannot send WebSocket pings): each side pings every
- * interval and declares the peer dead after two intervals without any frame from it. A half-open
- * connection is therefore noticed within three intervals.
+ * Application-level heartbeats (browsers cannot send WebSocket pings): the client pings every
+ * interval and the broker answers at once; each side declares the other dead after two intervals
+ * without any frame from it, so a half-open connection is noticed within three intervals.
+ *
+ * Only the client pings: a frame that gets no prompt answer leaves its TCP segment unacknowledged
+ * for the peer's delayed-ACK time (40 ms on Linux), and a runtime that cannot disable Nagle's
+ * algorithm (Deno's WebSocket client) would hold its next frame that long.
  */
 
 /** Checks that the peer is alive; runs from construction until {@link Heartbeat.stop}. */
@@ -11,7 +15,7 @@ export class Heartbeat {
 
   /**
    * @param interval Milliseconds between checks (and pings).
-   * @param ping Sends a ping; called every interval while the peer is alive.
+   * @param ping Sends a ping (or nothing); called every interval while the peer is alive.
    * @param dead Called once when the peer was silent for two intervals; the heartbeat stops.
    */
   constructor(interval: number, ping: () => void, dead: (silentFor: number) => void) {

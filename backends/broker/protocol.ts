@@ -18,7 +18,7 @@ export const MAX_KEY_LENGTH = 256 * 1024;
 /** Longest token the broker reads; a longer `hello` is refused. */
 export const MAX_TOKEN_LENGTH = 4096;
 
-/** Default for how often, in milliseconds, each side pings the other. */
+/** Default for how often, in milliseconds, the client pings the broker. */
 export const DEFAULT_HEARTBEAT_INTERVAL = 5000;
 
 /** Close codes used by the broker and the client, besides the standard 1000/1001/1003/1008/1009. */
@@ -75,6 +75,7 @@ export interface BrokerLimits {
 export type ServerFrame =
   | { op: "welcome"; version: number; limits: BrokerLimits }
   | { op: "refused"; message: string }
+  | { op: "queued"; id: number }
   | { op: "granted"; id: number }
   | { op: "failed"; id: number; reason: FailureReason; message: string }
   | { op: "released"; id: number }
@@ -214,6 +215,7 @@ export function parseServerFrame(text: unknown): ServerFrame {
     }
     case "refused":
       return { op: "refused", message: optionalMessage(fields) };
+    case "queued":
     case "granted":
     case "released":
       return { op: fields.op, id: requireId(fields) };

@@ -170,7 +170,7 @@ export class Session {
     const { heartbeatInterval, maxRequests } = this.#config;
     this.#heartbeat = new Heartbeat(
       heartbeatInterval,
-      () => this.#send({ op: "ping" }),
+      () => {}, // the client pings, we answer: see heartbeat.ts
       (silentFor) =>
         this.terminate(
           CloseCode.heartbeatTimeout,
@@ -286,6 +286,15 @@ export class Session {
       (lock) => this.#granted(request, lock),
       (error) => this.#failed(request, error),
     ).catch((error) => log.error("{name}: internal error: {error}", { name: this.#name, error }));
+    // A request that must wait is acknowledged at once, so that the client's TCP segment is
+    // acknowledged at once too (see heartbeat.ts). One that is granted at once already is.
+    queueMicrotask(() =>
+      queueMicrotask(() => {
+        if (request.phase === "waiting" && this.#requests.get(id) === request) {
+          this.#send({ op: "queued", id });
+        }
+      })
+    );
   }
 
   #granted(request: Request, lock: Lock): Promise<void> | undefined {
@@ -357,7 +366,11 @@ export class Session {
 
   #cancel(id: number): void {
     const request = this.#requests.get(id);
-    if (request === undefined) return; // already finished: its final frame is on its way
+    if (request === undefined) {
+      // Already finished and its final frame sent; answer anyway (see heartbeat.ts), the client
+      // ignores frames for ids it forgot.
+      return this.#send({ op: "failed", id, reason: "cancelled", message: "already finished" });
+    }
     if (request.phase === "waiting") {
       request.cancelled = true;
       request.controller?.abort(new Error("cancelled by the client"));
