@@ -363,6 +363,20 @@ export class LockTable {
     }
   }
 
+  /**
+   * A fresh database grant goes to the waiters at the head that it fits: the one it was taken for
+   * (or, if that one gave up meanwhile, the next of the same mode) and, in shared mode, the shared
+   * requests queued right behind it. They were all waiting before the grant, so this needs no
+   * hand-off window: with `handoffWindow: 0` the grant would otherwise be given back unused.
+   */
+  #grantHeadRun(entry: KeyEntry, db: DatabaseLock): void {
+    for (let head = entry.queue.head; head !== undefined; head = entry.queue.head) {
+      if (head.exclusive !== db.exclusive || (head.exclusive && entry.count > 0)) return;
+      unlink(entry.queue, head);
+      this.#settle(head).resolve(this.#hold(entry, head.exclusive));
+    }
+  }
+
   #releaseDatabaseLock(entry: KeyEntry, db: DatabaseLock): void {
     const done = this.#unlock(entry, db).then(() => {
       if (entry.op === done) {
@@ -414,6 +428,7 @@ export class LockTable {
           );
           granted.session.held.add(db);
           entry.db = db;
+          this.#grantHeadRun(entry, db);
         }
       }
       entry.op = undefined;
