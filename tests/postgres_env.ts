@@ -60,10 +60,12 @@ export async function advisoryLocksOf(
   sql: postgres.Sql,
   applicationName: string,
 ): Promise<{ pid: number; mode: string; granted: boolean; id: string }[]> {
-  return await sql`
+  const rows = await sql<{ pid: number; mode: string; granted: boolean; id: string }[]>`
     select l.pid, l.mode, l.granted, ((l.classid::int8 << 32) | l.objid::int8)::text as id
     from pg_locks l join pg_stat_activity a on a.pid = l.pid
     where l.locktype = 'advisory' and a.application_name = ${applicationName}`;
+  // A plain array, so that `assert.deepEqual(rows, [])` compares contents, not prototypes.
+  return [...rows];
 }
 
 /** Backend pids of the sessions named `applicationName`. */
