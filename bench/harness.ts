@@ -11,17 +11,19 @@ import process from "node:process";
 export interface Effort {
   /** `true` for the CI smoke round: tiny fixed sizes, one round, numbers meaningless. */
   smoke: boolean;
-  /** Timed rounds per subject and scenario; the median is reported. */
+  /** Fresh processes per subject and scenario, interleaved between subjects. */
+  processes: number;
+  /** Timed rounds in each process, after its warm-up. The median of all rounds is reported. */
   rounds: number;
   /** Wanted duration of one timed round, in milliseconds (operation counts are calibrated). */
   roundMs: number;
 }
 
-/** Full measurement: 7 rounds of about 150 ms each, after a calibrating warm-up. */
-export const FULL_EFFORT: Effort = { smoke: false, rounds: 7, roundMs: 150 };
+/** Full measurement: 3 processes × 3 rounds of about 150 ms each, after calibration and warm-up. */
+export const FULL_EFFORT: Effort = { smoke: false, processes: 3, rounds: 3, roundMs: 150 };
 
 /** The CI smoke round: checks that the code runs; the numbers mean nothing. */
-export const SMOKE_EFFORT: Effort = { smoke: true, rounds: 1, roundMs: 0 };
+export const SMOKE_EFFORT: Effort = { smoke: true, processes: 1, rounds: 1, roundMs: 0 };
 
 /** Runs `ops` operations of one scenario on one subject. */
 export type Workload = (ops: number) => Promise<void>;

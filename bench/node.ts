@@ -14,7 +14,15 @@ const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const BUILT_MOD = `${ROOT}/npm/esm/mod.js`;
 const OUT = `${ROOT}/.bench-tmp/node`;
 /** The runtime-neutral files the Node run needs. */
-const FILES = ["harness.ts", "results.ts", "subjects.ts", "in_process.ts", "node_entry.ts"];
+const FILES = [
+  "harness.ts",
+  "results.ts",
+  "subjects.ts",
+  "scenarios.ts",
+  "in_process.ts",
+  "in_process_child.ts",
+  "node_entry.ts",
+];
 
 /** Why the Node run cannot happen, or `undefined` when it can. */
 export async function nodeUnavailable(): Promise<string | undefined> {
