@@ -87,3 +87,43 @@ export async function eventually(
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+/** Ends the given backends from outside, as an operator or a failover would. */
+export async function terminate(sql: postgres.Sql, pids: readonly number[]): Promise<void> {
+  if (pids.length === 0) return;
+  await sql`select pg_terminate_backend(pid) from unnest(${pids as number[]}::int[]) as pid`;
+}
+
+/** Pids of the sessions named `applicationName` that hold (granted) or await advisory locks. */
+export async function lockPids(
+  sql: postgres.Sql,
+  applicationName: string,
+  granted: boolean,
+): Promise<number[]> {
+  const locks = await advisoryLocksOf(sql, applicationName);
+  return [...new Set(locks.filter((lock) => lock.granted === granted).map((lock) => lock.pid))];
+}
+
+/** Resolves with the reason once `signal` is aborted. */
+export function aborted(signal: AbortSignal): Promise<unknown> {
+  if (signal.aborted) return Promise.resolve(signal.reason);
+  return new Promise((resolve) => {
+    signal.addEventListener("abort", () => resolve(signal.reason), { once: true });
+  });
+}
+
+/**
+ * Fails with `what` if `promise` has not settled within `limitMs`: a guard against a hang that
+ * would otherwise stall the suite, never a measurement.
+ */
+export async function within<T>(promise: Promise<T>, what: string, limitMs = 10_000): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const guard = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`hung: ${what}`)), limitMs);
+  });
+  try {
+    return await Promise.race([promise, guard]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
