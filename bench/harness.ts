@@ -25,6 +25,9 @@ export const FULL_EFFORT: Effort = { smoke: false, processes: 3, rounds: 3, roun
 /** The CI smoke round: checks that the code runs; the numbers mean nothing. */
 export const SMOKE_EFFORT: Effort = { smoke: true, processes: 1, rounds: 1, roundMs: 0 };
 
+/** A group that cannot run here (no npm build, no database): said, not a failure. */
+export class GroupSkipped extends Error {}
+
 /** Runs `ops` operations of one scenario on one subject. */
 export type Workload = (ops: number) => Promise<void>;
 

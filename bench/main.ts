@@ -15,7 +15,7 @@
  */
 
 import os from "node:os";
-import { FULL_EFFORT, SMOKE_EFFORT } from "./harness.ts";
+import { FULL_EFFORT, GroupSkipped, SMOKE_EFFORT } from "./harness.ts";
 import { runInProcessGroup } from "./in_process.ts";
 import { nodeUnavailable, nodeVersion, runNodeGroup } from "./node.ts";
 import { renderGroup } from "./report.ts";
@@ -46,9 +46,6 @@ function parseArgs(args: string[]): Options {
 }
 
 const log = (line: string) => console.error(line);
-
-/** A group that cannot run here (no npm build, no database); not a failure. */
-export class GroupSkipped extends Error {}
 
 /** Runs one group, or says why it did not run. */
 async function attempt(

@@ -30,23 +30,28 @@ function value(cell: Cell | undefined, unit: ScenarioResult["unit"]): number | u
   return unit === "count" ? cell?.count : cell?.opsPerSec;
 }
 
+function withNote(text: string, cell: Cell): string {
+  return cell.note === undefined ? text : `${text} [${cell.note}]`;
+}
+
 function rateCell(cell: Cell | undefined, reference: Cell | undefined, isReference: boolean) {
   if (cell === undefined) return "";
   if (cell.skipped !== undefined) return `— (${cell.skipped})`;
   if (cell.opsPerSec === undefined) return "";
   const rate = formatRate(cell.opsPerSec);
-  if (isReference || reference?.opsPerSec === undefined) return `**${rate}**`;
-  return `${rate} (${formatRatio(reference.opsPerSec / cell.opsPerSec)})`;
+  if (isReference || reference?.opsPerSec === undefined) return withNote(`**${rate}**`, cell);
+  return withNote(`${rate} (${formatRatio(reference.opsPerSec / cell.opsPerSec)})`, cell);
 }
 
 function countCell(cell: Cell | undefined): string {
   if (cell === undefined) return "";
   if (cell.skipped !== undefined) return `— (${cell.skipped})`;
-  return cell.count === undefined ? "" : String(Math.round(cell.count));
+  return cell.count === undefined ? "" : withNote(String(Math.round(cell.count)), cell);
 }
 
 /** The target column: is the reference at least as fast as the fastest peer? */
 function targetCell(row: ScenarioResult, names: string[]): string {
+  if (row.target !== undefined) return row.target;
   if (!row.targetFastest) return "";
   const reference = value(row.cells[names[0]], row.unit);
   let fastest: [string, number] | undefined;
@@ -63,8 +68,9 @@ function targetCell(row: ScenarioResult, names: string[]): string {
 export function renderGroup(group: GroupResult): string {
   const names = group.subjects.map((subject) => subject.name);
   const reference = names[0];
-  const hasTarget = group.scenarios.some((row) => row.targetFastest);
-  const header = ["Scenario", ...names, ...(hasTarget ? ["target: ≥ fastest peer"] : [])];
+  const hasTarget = group.scenarios.some((row) => row.targetFastest || row.target !== undefined);
+  const targetHeader = group.targetHeader ?? "target: ≥ fastest peer";
+  const header = ["Scenario", ...names, ...(hasTarget ? [targetHeader] : [])];
   const lines = [
     `| ${header.join(" | ")} |`,
     `| ${header.map((_, i) => (i === 0 ? "---" : "---:")).join(" | ")} |`,

@@ -15,6 +15,8 @@ export interface Cell {
   count?: number;
   /** Why this subject was not measured here. */
   skipped?: string;
+  /** How this subject's run differed from the row title (e.g. fewer tasks), shown in the cell. */
+  note?: string;
 }
 
 /** One row of a table. */
@@ -25,6 +27,8 @@ export interface ScenarioResult {
   unit: "ops/s" | "count";
   /** Whether the reference subject must be at least as fast as the fastest peer here. */
   targetFastest: boolean;
+  /** The target column's text when the group judges the row itself (met or missed, and why). */
+  target?: string;
   /** Subject name to its cell. */
   cells: Record<string, Cell>;
 }
@@ -53,4 +57,6 @@ export interface GroupResult {
   rounds: number;
   /** Remarks measured along the way (e.g. no GC exposed, so no heap numbers). */
   remarks: string[];
+  /** The target column's title, when it is not "≥ fastest peer". */
+  targetHeader?: string;
 }

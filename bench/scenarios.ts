@@ -43,15 +43,33 @@ function sequential(key: string, exclusive: boolean): (locker: Locker) => Worklo
   };
 }
 
+/**
+ * Critical sections that check the lock's promise on each of `count` keys and hold the lock across
+ * a microtask: `exclusive[k]` must be alone on key `k`, `shared[k]` beside no exclusive holder.
+ */
+export function guardedBodies(
+  count: number,
+): { exclusive: (() => Promise<void>)[]; shared: (() => Promise<void>)[] } {
+  const readers = new Array<number>(count).fill(0);
+  const writers = new Array<number>(count).fill(0);
+  const exclusive = readers.map((_, k) => async () => {
+    if (writers[k]++ !== 0 || readers[k] !== 0) throw new Error("exclusive holder not alone");
+    await null;
+    writers[k]--;
+  });
+  const shared = readers.map((_, k) => async () => {
+    readers[k]++;
+    if (writers[k] !== 0) throw new Error("shared holder beside an exclusive one");
+    await null;
+    readers[k]--;
+  });
+  return { exclusive, shared };
+}
+
 /** `TASKS` tasks take turns on one key; each holds it across a microtask. */
 function contendedExclusive(locker: Locker): Workload {
   return async (ops) => {
-    let holders = 0;
-    const body = async () => {
-      if (++holders !== 1) throw new Error("two exclusive holders at once");
-      await null;
-      holders--;
-    };
+    const body = guardedBodies(1).exclusive[0];
     const task = async () => {
       for (let i = ops / TASKS; i > 0; i--) await locker.run("contended", true, body);
     };
@@ -60,7 +78,7 @@ function contendedExclusive(locker: Locker): Workload {
 }
 
 /** A small, seeded pseudo-random generator (mulberry32), so that every subject gets one plan. */
-function random(seed: number): () => number {
+export function random(seed: number): () => number {
   return () => {
     seed = (seed + 0x6d2b79f5) | 0;
     let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
@@ -73,25 +91,13 @@ function random(seed: number): () => number {
 function mixed(locker: Locker): Workload {
   return async (ops) => {
     const keys = Array.from({ length: MIXED_KEYS }, (_, k) => `mixed/${k}`);
-    const readers = new Array<number>(MIXED_KEYS).fill(0);
-    const writers = new Array<number>(MIXED_KEYS).fill(0);
-    const exclusiveBodies = keys.map((_, k) => async () => {
-      if (writers[k]++ !== 0 || readers[k] !== 0) throw new Error("exclusive holder not alone");
-      await null;
-      writers[k]--;
-    });
-    const sharedBodies = keys.map((_, k) => async () => {
-      readers[k]++;
-      if (writers[k] !== 0) throw new Error("shared holder beside an exclusive one");
-      await null;
-      readers[k]--;
-    });
+    const bodies = guardedBodies(MIXED_KEYS);
     const task = async (_: unknown, index: number) => {
       const next = random(index + 1);
       for (let i = ops / TASKS; i > 0; i--) {
         const k = Math.floor(next() * MIXED_KEYS);
         const exclusive = next() < 0.1;
-        await locker.run(keys[k], exclusive, exclusive ? exclusiveBodies[k] : sharedBodies[k]);
+        await locker.run(keys[k], exclusive, (exclusive ? bodies.exclusive : bodies.shared)[k]);
       }
     };
     await Promise.all(Array.from({ length: TASKS }, task));

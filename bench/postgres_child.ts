@@ -1,0 +1,88 @@
+/**
+ * A measuring process of the PostgreSQL group: one subject, one scenario. It connects and warms
+ * up, prints `ready`, waits for a line on stdin (so that several processes start together), then
+ * either runs the plan for the given time or, for the connection count, holds its locks until a
+ * second line comes. Last it prints one line of JSON: `{ "ops": …, "ms": … }`.
+ *
+ * Usage: `postgres_child.ts '<ChildJob as JSON>'`.
+ *
+ * @module
+ */
+
+import { holdMany, type PgPlan, runFor } from "./pg_scenarios.ts";
+import { PG_SUBJECTS } from "./pg_subjects.ts";
+
+/** What the group runner asks of a measuring process. */
+export interface ChildJob {
+  subject: string;
+  url: string;
+  applicationName: string;
+  /** A timed plan, or the number of locks to hold. */
+  plan?: PgPlan;
+  held?: number;
+  warmupMs: number;
+  runMs: number;
+  seed: number;
+}
+
+/** What a measuring process reports. */
+export interface ChildResult {
+  ops: number;
+  ms: number;
+}
+
+const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream()).getReader();
+let buffered = "";
+async function nextLine(): Promise<void> {
+  while (!buffered.includes("\n")) {
+    const { value, done } = await lines.read();
+    if (done) throw new Error("stdin closed before the go-ahead");
+    buffered += value;
+  }
+  buffered = buffered.slice(buffered.indexOf("\n") + 1);
+}
+
+function say(line: string): void {
+  Deno.stdout.writeSync(new TextEncoder().encode(`${line}\n`));
+}
+
+async function main(job: ChildJob): Promise<ChildResult> {
+  const subject = PG_SUBJECTS.find((candidate) => candidate.name === job.subject);
+  if (subject === undefined) throw new Error(`unknown subject ${job.subject}`);
+  const locker = await subject.create({
+    url: job.url,
+    applicationName: job.applicationName,
+    tasks: job.plan?.tasks ?? 1,
+    distinctKeys: job.held !== undefined,
+  });
+  try {
+    if (job.held !== undefined) {
+      say("ready");
+      await nextLine();
+      const started = performance.now();
+      const release = await holdMany(locker, job.held);
+      const ms = performance.now() - started;
+      say("held");
+      await nextLine();
+      await release();
+      return { ops: job.held, ms };
+    }
+    const plan = job.plan!;
+    await runFor(locker, plan, job.warmupMs, job.seed + 7919);
+    say("ready");
+    await nextLine();
+    // Only the operations completed within the time count, so the time is the given one.
+    return { ops: await runFor(locker, plan, job.runMs, job.seed), ms: job.runMs };
+  } finally {
+    await locker.close();
+  }
+}
+
+try {
+  const result = await main(JSON.parse(Deno.args[0]) as ChildJob);
+  say(JSON.stringify(result));
+  Deno.exit(0);
+} catch (error) {
+  console.error(error instanceof Error ? error.stack : error);
+  Deno.exit(1);
+}
