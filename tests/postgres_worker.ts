@@ -1,0 +1,138 @@
+/**
+ * A child process of the multi-process test (tests/postgres_processes_test.ts), runnable by Deno
+ * on the sources and by Node on the compiled package: it contends for shared keys through a
+ * PostgresState and records, from inside each critical section, when it entered and left, and
+ * increments a per-key counter under exclusive locks with a read, a pause and a write, so that
+ * two writers at once would lose an update.
+ *
+ * Protocol: the JSON {@link WorkerConfig} is the first argument; the child prints `ready` once
+ * connected, waits for a line on stdin, runs, prints one JSON line of {@link WorkerReport} and
+ * exits with 0.
+ */
+
+import process from "node:process";
+import { createInterface } from "node:readline";
+import postgres from "postgres";
+import { LockFailed } from "../mod.ts";
+import { PostgresState } from "../backends/postgres.ts";
+
+/** What the parent tells a child. */
+export interface WorkerConfig {
+  /** The database. */
+  url: string;
+  /** Number of this process, in the log. */
+  index: number;
+  /** Table of `(seq bigserial, proc, key, exclusive, event)` rows. */
+  eventTable: string;
+  /** Table of `(key, value)` counters incremented under exclusive locks. */
+  counterTable: string;
+  /** The state's options. */
+  namespace: string;
+  mode: "session" | "transaction";
+  handoffWindow: number;
+  applicationName: string;
+  /** Keys contended for. */
+  keys: string[];
+  /** Concurrent loops in this process, and critical sections per loop. */
+  loops: number;
+  iterations: number;
+  seed: number;
+}
+
+/** What a child reports. */
+export interface WorkerReport {
+  index: number;
+  exclusive: number;
+  shared: number;
+  failed: number;
+}
+
+function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function main(config: WorkerConfig): Promise<WorkerReport> {
+  const log = postgres(config.url, { max: 2, onnotice: () => {} });
+  const state = new PostgresState(config.url, {
+    namespace: config.namespace,
+    mode: config.mode,
+    handoffWindow: config.handoffWindow,
+    clientOptions: { connection: { application_name: config.applicationName } },
+  });
+  const report: WorkerReport = { index: config.index, exclusive: 0, shared: 0, failed: 0 };
+  const events = log(config.eventTable);
+  const counters = log(config.counterTable);
+  const record = (key: string, exclusive: boolean, event: "enter" | "exit") =>
+    log`insert into ${events} (proc, key, exclusive, event)
+        values (${config.index}, ${key}, ${exclusive}, ${event})`;
+  try {
+    // Connected and warmed up before the start line, so that the processes really contend.
+    await state.testLock(config.keys[0]);
+    await log`select 1`;
+    console.log("ready");
+    await new Promise<void>((resolve) => {
+      const lines = createInterface({ input: process.stdin });
+      lines.once("line", () => {
+        lines.close();
+        resolve();
+      });
+    });
+    await Promise.all(Array.from({ length: config.loops }, async (_, loop) => {
+      const next = random(config.seed * 100 + loop);
+      for (let i = 0; i < config.iterations; i++) {
+        const key = config.keys[Math.floor(next() * config.keys.length)];
+        const exclusive = next() < 0.5;
+        const timeout = next() < 0.2 ? next() * 20 : undefined;
+        let lock;
+        try {
+          lock = await state.getLock(key, { exclusive, timeout });
+        } catch (error) {
+          if (!(error instanceof LockFailed) || timeout === undefined) throw error;
+          report.failed++;
+          continue;
+        }
+        try {
+          await record(key, exclusive, "enter");
+          if (exclusive) {
+            const [row] = await log`select value from ${counters} where key = ${key}`;
+            await pause(next() * 3);
+            await log`update ${counters} set value = ${row.value + 1} where key = ${key}`;
+            report.exclusive++;
+          } else {
+            await pause(next() * 3);
+            report.shared++;
+          }
+          if (lock.signal.aborted) throw lock.signal.reason;
+          await record(key, exclusive, "exit");
+        } finally {
+          await lock.release();
+        }
+      }
+    }));
+    return report;
+  } finally {
+    await state.close();
+    await log.end({ timeout: 5 });
+  }
+}
+
+const config = JSON.parse(process.argv.at(-1)!) as WorkerConfig;
+main(config).then(
+  (report) => {
+    console.log(JSON.stringify(report));
+    process.exit(0);
+  },
+  (error) => {
+    console.error(`worker ${config.index} failed:`, error);
+    process.exit(1);
+  },
+);
