@@ -7,7 +7,9 @@
  *    import are optional peer dependencies).
  * 2. `npm install` in `npm/`, then TypeScript compiles the entry points to `npm/esm/` (ESM, `.d.ts`,
  *    source maps) and the tests beside them, resolving packages from `npm/node_modules`.
- * 3. `node --test` runs the compiled tests (`*_test.js`) against the compiled package.
+ * 3. `node --test` runs the compiled tests (`*_test.js`) against the compiled package, and the
+ *    run is refused if no test passed, a test file registered no test, or, with
+ *    `REQUIRE_POSTGRES=1`, a PostgreSQL test or suite was skipped.
  * 4. The packaging checks of `check_npm.ts`.
  *
  * Usage: `deno task build:npm [--skip-tests] [--skip-checks]`. `DATABASE_URL` and
@@ -21,13 +23,16 @@ import { compile } from "./npm_package/compile.ts";
 import { reach, tsFilesUnder } from "./npm_package/graph.ts";
 import { buildManifest, moduleSummary, OUT_DIR } from "./npm_package/manifest.ts";
 import { checkPackage } from "./npm_package/checks.ts";
+import { runNodeTests } from "./npm_package/node_tests.ts";
 import { runOk, step } from "./npm_package/run.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const NPM_DIR = `${ROOT}/npm`;
 const TESTS_DIR = `${ROOT}/tests`;
 /** The Node test run fails if it takes longer (an open handle can keep `node --test` alive). */
-const NODE_TEST_TIMEOUT_MS = 15 * 60_000;
+const NODE_RUN_TIMEOUT_MS = 6 * 60_000;
+/** A single Node test fails if it takes longer. */
+const NODE_TEST_TIMEOUT_MS = 3 * 60_000;
 /** Files copied as they are. */
 const COPIED = ["README.md", "LICENSE"];
 
@@ -134,10 +139,12 @@ async function main(args: string[]): Promise<void> {
     await step(
       `node --test (${compiledTests.length} files, against npm/${OUT_DIR})`,
       () =>
-        runOk("node", ["--expose-gc", "--test", "--test-reporter=spec", ...compiledTests], {
-          cwd: NPM_DIR,
-          inherit: true,
-          timeoutMs: NODE_TEST_TIMEOUT_MS,
+        runNodeTests({
+          npmDir: NPM_DIR,
+          files: compiledTests,
+          timeoutMs: NODE_RUN_TIMEOUT_MS,
+          testTimeoutMs: NODE_TEST_TIMEOUT_MS,
+          requirePostgres: Deno.env.get("REQUIRE_POSTGRES") === "1",
         }),
     );
   }

@@ -1,10 +1,14 @@
-/** Tests of the npm build's pure parts: specifiers, the derived manifest, the export map check. */
+/**
+ * Tests of the npm build's pure parts: specifiers, the derived manifest, the export map check,
+ * the judgement of a Node test run.
+ */
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { type DenoConfig, npmPackageOf, parseNpmSpecifier } from "./config.ts";
 import { rewriteSpecifier } from "./compile.ts";
 import { buildManifest, exportMapProblems, moduleSummary } from "./manifest.ts";
+import { runProblems, type Skipped } from "./node_tests.ts";
 
 const config: DenoConfig = {
   name: "@momotor/shared-state",
@@ -172,5 +176,54 @@ describe("export map check", () => {
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
+  });
+});
+
+describe("Node test run", () => {
+  const file = (passed: number, skipped: Skipped[] = [], failed: string[] = []) => ({
+    passed,
+    skipped,
+    failed,
+  });
+
+  it("accepts a run where every file passed tests", () => {
+    const summary = {
+      "esm/tests/local_test.js": file(40),
+      "esm/tests/postgres_x_test.js": file(3),
+    };
+    assert.deepEqual(runProblems(summary, true), []);
+  });
+
+  it("refuses a run that tested nothing, or a file that registered no test", () => {
+    const summary = { "esm/tests/local_test.js": file(0), "esm/tests/b_test.js": file(0) };
+    assert.deepEqual(runProblems(summary, false), [
+      "no test passed: the run tested nothing",
+      "esm/tests/local_test.js: registered no test under Node",
+      "esm/tests/b_test.js: registered no test under Node",
+    ]);
+    assert.deepEqual(runProblems({ "esm/tests/a_test.js": file(1), ...summary }, false), [
+      "esm/tests/local_test.js: registered no test under Node",
+      "esm/tests/b_test.js: registered no test under Node",
+    ]);
+  });
+
+  it("refuses skipped PostgreSQL tests only when REQUIRE_POSTGRES=1", () => {
+    const summary = {
+      "esm/tests/local_test.js": file(1, [
+        { name: "pg part", suite: true, reason: "SKIPPED: no PostgreSQL server answers" },
+        { name: "gc", suite: false, reason: "no gc" },
+      ]),
+      "esm/tests/postgres_x_test.js": file(0, [{ name: "all", suite: true, reason: "" }]),
+    };
+    assert.deepEqual(runProblems(summary, false), []);
+    const problems = runProblems(summary, true);
+    assert.equal(problems.length, 2);
+    assert.match(problems[0], /local_test.js: REQUIRE_POSTGRES=1, but suite "pg part" was skipped/);
+    assert.match(problems[1], /postgres_x_test.js: REQUIRE_POSTGRES=1, but suite "all"/);
+  });
+
+  it("lists failures", () => {
+    const summary = { "esm/tests/local_test.js": file(1, [], ["breaks"]) };
+    assert.deepEqual(runProblems(summary, false), ["esm/tests/local_test.js: failed: breaks"]);
   });
 });
