@@ -1,10 +1,11 @@
 /**
  * Checks what JSR will show and score, for every entry point of `deno.json` (read from its export
  * map, so a new entry point is checked without editing this file): a `@module` doc with an
- * example, `deno doc --lint` clean (every exported symbol documented), and
- * `deno publish --dry-run` clean (no slow types, no excluded module).
+ * example, an example on every exported class and function, `deno doc --lint` clean (every
+ * exported symbol documented), and `deno publish --dry-run` clean (no slow types, no excluded
+ * module). Every check runs; all failures are reported at the end.
  *
- * Usage: `deno run --allow-all scripts/check_jsr.ts`.
+ * Usage: `deno run --allow-all scripts/check_jsr.ts` (part of `deno task check`).
  *
  * @module
  */
@@ -15,10 +16,46 @@ import { runOk, step } from "./npm_package/run.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
+/** The parts of `deno doc --json` output read here. */
+interface DocOutput {
+  nodes: Record<string, {
+    symbols: {
+      name: string;
+      declarations: { kind: string; jsDoc?: { doc?: string; tags?: { kind: string }[] } }[];
+    }[];
+  }>;
+}
+
+/** Exported classes and functions whose doc comment has no `@example` (nor a code block). */
+export function symbolsWithoutExample(doc: DocOutput): string[] {
+  const missing: string[] = [];
+  for (const [module, { symbols }] of Object.entries(doc.nodes)) {
+    for (const { name, declarations } of symbols) {
+      for (const { kind, jsDoc } of declarations) {
+        if (kind !== "class" && kind !== "function") continue;
+        const example = jsDoc?.tags?.some((tag) => tag.kind === "example") ||
+          /```/.test(jsDoc?.doc ?? "");
+        if (!example) missing.push(`${module.replace(`file://${ROOT}/`, "")}: ${kind} ${name}`);
+      }
+    }
+  }
+  return missing;
+}
+
 async function main(): Promise<void> {
   const config = await readDenoConfig(ROOT);
   const entryPoints = Object.values(config.exports);
-  await step("every entry point has a @module doc with an example", async () => {
+  const deno = Deno.execPath();
+  const failures: string[] = [];
+  const check = async (name: string, body: () => Promise<unknown>) => {
+    try {
+      await step(name, body);
+    } catch (error) {
+      console.error(`✘ ${name}`);
+      failures.push(`${name}:\n${error instanceof Error ? error.message : error}`);
+    }
+  };
+  await check("every entry point has a @module doc with an example", async () => {
     const problems: string[] = [];
     for (const path of entryPoints) {
       const source = await Deno.readTextFile(`${ROOT}/${path}`).catch(() => undefined);
@@ -31,15 +68,20 @@ async function main(): Promise<void> {
     }
     if (problems.length > 0) throw new Error(problems.join("\n"));
   });
-  const deno = Deno.execPath();
-  await step(
+  await check("every exported class and function has an example", async () => {
+    const json = await runOk(deno, ["doc", "--json", ...entryPoints], { cwd: ROOT });
+    const missing = symbolsWithoutExample(JSON.parse(json));
+    if (missing.length > 0) throw new Error(`no @example:\n${missing.join("\n")}`);
+  });
+  await check(
     `deno doc --lint ${entryPoints.join(" ")}`,
     () => runOk(deno, ["doc", "--lint", ...entryPoints], { cwd: ROOT }),
   );
-  await step(
+  await check(
     "deno publish --dry-run",
     () => runOk(deno, ["publish", "--dry-run", "--allow-dirty"], { cwd: ROOT }),
   );
+  if (failures.length > 0) throw new Error(failures.join("\n\n"));
 }
 
 if (import.meta.main) {
