@@ -94,6 +94,15 @@ export class PostgresState extends StateABC {
     const resolved = resolveOptions(options);
     let client: postgres.Sql;
     if (typeof sql === "string") {
+      // postgres.js reads an empty URL as "localhost, from the environment" and takes any scheme:
+      // both are more likely a missing setting than a wish.
+      if (!/^postgres(ql)?:\/\//i.test(sql)) {
+        throw new TypeError(
+          `not a PostgreSQL connection URL (postgres://… or postgresql://…): ${
+            JSON.stringify(sql.slice(0, 40))
+          }`,
+        );
+      }
       try {
         // Never connects: it only parses the URL and options for the state's own clients.
         client = postgres(sql, { ...options?.clientOptions, onnotice: () => {} });

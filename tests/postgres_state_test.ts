@@ -1,0 +1,316 @@
+/**
+ * PostgresState beyond the shared conformance suite: construction and bad input, connection
+ * economy, no starvation of a remote writer by local readers, a deadlock between two states, and
+ * testLock never answering "free" for a lock this process holds.
+ */
+
+import assert from "node:assert/strict";
+import { after, describe, it } from "node:test";
+import postgres from "postgres";
+import { type Lock, LockFailed } from "../mod.ts";
+import { PostgresState } from "../backends/postgres.ts";
+import { InvariantMonitor, macrotask, random, watch } from "./helpers.ts";
+import {
+  adminClient,
+  advisoryLocksOf,
+  DATABASE_URL,
+  eventually,
+  lockPids,
+  postgresSkip,
+  sessionsOf,
+  testState,
+  within,
+} from "./postgres_env.ts";
+
+const skip = await postgresSkip();
+/** A port where nothing listens (the discard port is never a PostgreSQL server). */
+const NOWHERE = "postgres://postgres@127.0.0.1:9/postgres";
+
+describe("PostgresState construction", () => {
+  it("rejects what is neither a connection URL nor a postgres.js client with TypeError", () => {
+    const bad: unknown[] = [
+      undefined,
+      null,
+      42,
+      {},
+      [],
+      () => {},
+      "",
+      "   ",
+      "not a url",
+      "http://db.example/app",
+      "postgres://[bad",
+      "postgres://u@h:99999/db",
+    ];
+    for (const sql of bad) {
+      assert.throws(
+        () => new PostgresState(sql as string),
+        TypeError,
+        `accepted ${typeof sql === "string" ? JSON.stringify(sql) : String(sql)}`,
+      );
+    }
+  });
+
+  it("checks every option: TypeError for the wrong type, RangeError out of range", () => {
+    const cases: [unknown, ErrorConstructor][] = [
+      ["options", TypeError],
+      [null, TypeError],
+      [{ namespace: 1 }, TypeError],
+      [{ mode: "pooled" }, TypeError],
+      [{ name: false }, TypeError],
+      [{ maxConnections: "3" }, TypeError],
+      [{ maxConnections: 1 }, RangeError],
+      [{ maxConnections: 2.5 }, RangeError],
+      [{ maxConnections: NaN }, RangeError],
+      [{ keepIdleConnections: -1 }, RangeError],
+      [{ heartbeatInterval: -1 }, RangeError],
+      [{ heartbeatInterval: Infinity }, RangeError],
+      [{ handoffWindow: NaN }, RangeError],
+      [{ handoffWindow: 2 ** 31 }, RangeError],
+      [{ handoffWindow: "100" }, TypeError],
+    ];
+    for (const [options, type] of cases) {
+      assert.throws(
+        () => new PostgresState(DATABASE_URL, options as never),
+        type,
+        `accepted ${JSON.stringify(options)}`,
+      );
+    }
+  });
+
+  it("accepts postgresql:// and connects only when first used", async () => {
+    const state = new PostgresState("postgresql://u:p@127.0.0.1:9/db", {
+      namespace: "n",
+      mode: "transaction",
+      maxConnections: 2,
+      keepIdleConnections: 0,
+      heartbeatInterval: 0,
+      handoffWindow: 0,
+      name: "construction",
+    });
+    assert.equal(state.namespace, "n");
+    assert.equal(state.mode, "transaction");
+    assert.equal(state.connections, 0);
+    await state.close();
+  });
+
+  it("fails requests with LockFailed when the server cannot be reached, and keeps working", async () => {
+    const state = new PostgresState(NOWHERE, { clientOptions: { connect_timeout: 2 } });
+    try {
+      for (const options of [{}, { timeout: 0 }, { exclusive: false, timeout: 1000 }]) {
+        const error = await state.getLock("k", options).then(() => undefined, (e) => e);
+        assert.ok(error instanceof LockFailed, String(error));
+        assert.match(error.message, /could not be reached/);
+      }
+      await assert.rejects(state.testLock("k"), LockFailed);
+      assert.equal(state.size, 0);
+      assert.equal(state.connections, 0);
+    } finally {
+      await state.close();
+    }
+  });
+});
+
+describe("PostgresState against a server", { skip }, () => {
+  const admin = skip ? undefined : adminClient();
+  after(() => admin?.end());
+  const namespace = `state-${Date.now()}`;
+
+  it("leaves a postgres.js client it was given open, and ends its own connections", async () => {
+    const sql = postgres(DATABASE_URL, {
+      max: 1,
+      onnotice: () => {},
+      connection: { application_name: "ss-test-given" },
+    });
+    try {
+      const state = new PostgresState(sql, { namespace });
+      const lock = await state.getLock("given");
+      assert.deepEqual(
+        (await sessionsOf(admin!, "ss-test-given")).length >= 1,
+        true,
+        "the state's connections copy the client's settings",
+      );
+      await lock.release();
+      await state.close();
+      const [row] = await sql`select 1 as one`;
+      assert.equal(row.one, 1);
+      await eventually(
+        async () => (await sessionsOf(admin!, "ss-test-given")).length === 1,
+        "only the caller's own connection left",
+      );
+    } finally {
+      await sql.end();
+    }
+    const own = testState("ss-test-own", { namespace });
+    await (await own.getLock("own")).release();
+    await own.close();
+    await eventually(
+      async () => (await sessionsOf(admin!, "ss-test-own")).length === 0,
+      "the state's own connections ended",
+    );
+  });
+
+  it("holds 1,000 uncontended locks on at most two connections", async () => {
+    const app = "ss-test-economy";
+    const state = testState(app, { namespace });
+    try {
+      const locks: Lock[] = [];
+      // Half at once (pipelined), half one after the other.
+      locks.push(
+        ...await Promise.all(
+          Array.from({ length: 500 }, (_, i) =>
+            state.getLock(`economy/${i}`, {
+              exclusive: i % 2 === 0,
+            })),
+        ),
+      );
+      for (let i = 500; i < 1000; i++) {
+        locks.push(await state.getLock(`economy/${i}`, { exclusive: i % 2 === 0 }));
+      }
+      const held = await advisoryLocksOf(admin!, app);
+      assert.equal(held.filter((lock) => lock.granted).length, 1000);
+      const sessions = await sessionsOf(admin!, app);
+      assert.ok(sessions.length <= 2, `${sessions.length} connections for 1,000 locks`);
+      assert.ok(state.connections <= 2);
+      await Promise.all(locks.map((lock) => lock.release()));
+      assert.deepEqual(await advisoryLocksOf(admin!, app), []);
+    } finally {
+      await state.close();
+    }
+  });
+
+  it("lets a remote writer in while local readers keep coming (no starvation)", async () => {
+    const key = "starvation";
+    const readers = testState("ss-test-readers", { namespace });
+    const writer = testState("ss-test-writer", { namespace });
+    const monitor = new InvariantMonitor();
+    try {
+      let writerIn = false;
+      let readsAfterWriter = 0;
+      let readsBeforeWriter = 0;
+      const LIMIT = 5000;
+      // Three overlapping reader loops: at almost every moment some reader holds the key.
+      const reader = async (seed: number) => {
+        const next = random(seed);
+        while (readsBeforeWriter + readsAfterWriter < LIMIT && readsAfterWriter < 30) {
+          const lock = await readers.getLock(key, { exclusive: false });
+          monitor.enter(key, false);
+          if (writerIn) readsAfterWriter++;
+          else readsBeforeWriter++;
+          await macrotask(next() * 4);
+          monitor.exit(key, false);
+          await lock.release();
+        }
+      };
+      const loops = [1, 2, 3].map(reader);
+      // Let the readers get going first: the writer arrives while the key is busy.
+      await eventually(() => Promise.resolve(readsBeforeWriter >= 3), "readers running");
+      const lock = await writer.getLock(key);
+      monitor.enter(key, true);
+      writerIn = true;
+      await macrotask(5);
+      monitor.exit(key, true);
+      await lock.release();
+      await Promise.all(loops);
+      assert.deepEqual(monitor.violations, []);
+      assert.ok(
+        readsBeforeWriter < LIMIT,
+        `the writer waited until the readers stopped (${readsBeforeWriter} reads)`,
+      );
+      assert.ok(readsAfterWriter > 0, "the readers went on after the writer");
+    } finally {
+      await readers.close();
+      await writer.close();
+    }
+  });
+
+  it("ends a deadlock between two states with their timeouts, leaving nothing behind", async () => {
+    // A holds k1 and wants k2; B holds k2 and wants k1. The waits run on connections that hold
+    // nothing, so PostgreSQL sees no cycle (no 40P01): the timeouts end it.
+    const a = testState("ss-test-deadlock-a", { namespace });
+    const b = testState("ss-test-deadlock-b", { namespace });
+    try {
+      const a1 = await a.getLock("deadlock/1");
+      const b2 = await b.getLock("deadlock/2");
+      const aWants = watch(a.getLock("deadlock/2", { timeout: 300 }));
+      const bWants = watch(b.getLock("deadlock/1", { timeout: 600 }));
+      await within(aWants.done, "A's wait ending");
+      assert.equal(aWants.outcome.status, "rejected");
+      const error = (aWants.outcome as { reason: unknown }).reason;
+      assert.ok(error instanceof LockFailed, String(error));
+      assert.match(error.message, /timed out/);
+      // A gives up what it held: B's wait, still running, gets it.
+      await a1.release();
+      await within(bWants.done, "B's wait ending");
+      assert.equal(bWants.outcome.status, "fulfilled");
+      await (bWants.outcome as { value: Lock }).value.release();
+      await b2.release();
+      for (const name of ["ss-test-deadlock-a", "ss-test-deadlock-b"]) {
+        assert.deepEqual(await advisoryLocksOf(admin!, name), []);
+      }
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  for (const handoffWindow of [0, 100]) {
+    it(`never says "free" for a lock this process holds (handoffWindow ${handoffWindow})`, async () => {
+      const app = `ss-test-probe-${handoffWindow}`;
+      const state = testState(app, { namespace: `${namespace}-probe`, handoffWindow });
+      const other = testState(`${app}-other`, { namespace: `${namespace}-probe` });
+      const keys = ["p/0", "p/1", "p/2"];
+      /** Locks of `state` held right now, by key. */
+      const held = new Map<string, Set<Lock>>(keys.map((key) => [key, new Set()]));
+      const tally = { probes: 0, checked: 0, free: 0 };
+      let running = true;
+      try {
+        const holder = async (s: PostgresState, seed: number, mine: boolean) => {
+          const next = random(seed);
+          while (running) {
+            const key = keys[Math.floor(next() * keys.length)];
+            const lock = await s.getLock(key, { exclusive: next() < 0.5 });
+            if (mine) held.get(key)!.add(lock);
+            await macrotask(next() * 3);
+            if (mine) held.get(key)!.delete(lock);
+            await lock.release();
+          }
+        };
+        const prober = async (seed: number) => {
+          const next = random(seed);
+          for (let i = 0; i < 400; i++) {
+            const key = keys[Math.floor(next() * keys.length)];
+            const exclusive = next() < 0.5;
+            const before = [...held.get(key)!];
+            if (next() < 0.5) await macrotask();
+            const free = await state.testLock(key, { exclusive });
+            tally.probes++;
+            if (free) tally.free++;
+            // A lock held before the call and still held after it was held all along.
+            const throughout = before.filter((lock) => held.get(key)!.has(lock));
+            if (throughout.some((lock) => exclusive || lock.exclusive)) {
+              tally.checked++;
+              assert.equal(free, false, `testLock(${key}, ${exclusive}) said free while held`);
+            }
+          }
+        };
+        const holders = [
+          holder(state, 1, true),
+          holder(state, 2, true),
+          holder(state, 3, true),
+          holder(other, 4, false),
+        ];
+        await Promise.all([1, 2, 3, 4].map((seed) => prober(100 + seed)));
+        running = false;
+        await Promise.all(holders);
+        console.log(JSON.stringify(tally));
+        assert.ok(tally.checked > 0 && tally.free > 0, JSON.stringify(tally));
+      } finally {
+        running = false;
+        await state.close();
+        await other.close();
+      }
+      assert.deepEqual(await lockPids(admin!, app, true), []);
+    });
+  }
+});
