@@ -27,7 +27,12 @@ export class RawClient {
     });
     socket.addEventListener("error", () => {});
     socket.addEventListener("message", (event: { data: unknown }) => {
-      const frame = JSON.parse(String(event.data)) as Frame;
+      let frame: Frame;
+      try {
+        frame = JSON.parse(String(event.data)) as Frame;
+      } catch {
+        frame = { op: "unparseable", data: String(event.data).slice(0, 200) };
+      }
       this.frames.push(frame);
       this.#waiters = this.#waiters.filter((waiter) => {
         if (!waiter.match(frame)) return true;
