@@ -150,6 +150,24 @@ describe("PostgresState against a server", { skip }, () => {
     );
   });
 
+  it("works with a given client that renames columns (transform)", async () => {
+    const sql = postgres(DATABASE_URL, {
+      max: 1,
+      onnotice: () => {},
+      transform: { column: { from: postgres.toPascal, to: postgres.fromPascal } },
+    });
+    const state = new PostgresState(sql, { namespace });
+    try {
+      const lock = await state.getLock("transform", { timeout: 5000 });
+      assert.equal(await state.testLock("transform"), false);
+      await lock.release();
+      assert.equal(await state.testLock("transform"), true);
+    } finally {
+      await state.close();
+      await sql.end();
+    }
+  });
+
   it("holds 1,000 uncontended locks on at most two connections", async () => {
     const app = "ss-test-economy";
     const state = testState(app, { namespace });

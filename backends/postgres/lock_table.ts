@@ -499,9 +499,10 @@ export class LockTable {
       error = caught;
     }
     acquisition.cancelWait = undefined;
-    session.waiting = false;
-    // A cancel still on its way could hit the next query on this session: let it land first.
+    // A cancel still on its way could hit the next query on this session (in transaction mode a
+    // heartbeat inside the lock's transaction, aborting it): let it land first, heartbeats off.
     await acquisition.cancelling;
+    session.waiting = false;
     if (granted && !session.dead) return { session, exclusive };
     if (!acquisition.abandoned) {
       const code = sqlState(error);

@@ -66,6 +66,7 @@ export class Session {
   readonly #events: SessionEvents;
   #ending = false;
   #heartbeatSince: number | undefined;
+  #heartbeatOverdue = false;
 
   private constructor(template: SessionTemplate, events: SessionEvents) {
     this.#events = events;
@@ -80,6 +81,9 @@ export class Session {
       max_pipeline: MAX_PIPELINE,
       fetch_types: false,
       prepare: false,
+      // A client passed in may rename columns (`transform: postgres.camel`, …); ours read `ok`
+      // and `pid` as they come. (The options are already parsed, so this is the parsed form.)
+      transform: { undefined: undefined, column: {}, value: {}, row: {} },
       no_subscribe: true,
       shared: { retries: 0, typeArrayMap: {} },
       connection: {
@@ -134,26 +138,38 @@ export class Session {
 
   /**
    * Called by the heartbeat timer: sends `select 1` unless one is in flight; if the previous one
-   * has been unanswered for `timeout` ms, declares the connection dead (a silent network loss).
+   * has been unanswered for `timeout` ms at two ticks in a row, declares the connection dead (a
+   * silent network loss). Two ticks, because after the event loop was blocked for longer than
+   * `timeout`, the timer may run before the answer that arrived meanwhile is read.
    */
   heartbeat(timeout: number): void {
     if (this.dead || this.waiting) return;
     const now = performance.now();
     if (this.#heartbeatSince !== undefined) {
       if (now - this.#heartbeatSince >= timeout) {
-        this.kill(new Error(`no heartbeat answer within ${timeout} ms`));
+        if (this.#heartbeatOverdue) {
+          this.kill(new Error(`no heartbeat answer within ${timeout} ms`));
+        }
+        this.#heartbeatOverdue = true;
       }
       return;
     }
     this.#heartbeatSince = now;
     this.query("select 1").then(
-      () => this.#heartbeatSince = undefined,
+      () => this.#heartbeatAnswered(),
       (error) => {
-        this.#heartbeatSince = undefined;
-        // A stray cancel (57014) aimed at an earlier wait says nothing about the connection.
-        if (sqlState(error) !== SQLSTATE.queryCanceled) this.kill(error);
+        this.#heartbeatAnswered();
+        // A stray cancel (57014) aimed at an earlier wait says nothing about the connection,
+        // unless it hit inside a transaction-mode lock: then it aborted the transaction, and
+        // the transaction's lock is gone.
+        if (sqlState(error) !== SQLSTATE.queryCanceled || this.inTransaction) this.kill(error);
       },
     );
+  }
+
+  #heartbeatAnswered(): void {
+    this.#heartbeatSince = undefined;
+    this.#heartbeatOverdue = false;
   }
 
   /** Declares the session dead: reports it once and drops the connection. */
