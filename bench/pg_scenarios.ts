@@ -19,6 +19,12 @@ export interface PgPlan {
   keys: number;
   /** The share of shared requests (0: all exclusive). */
   sharedFraction: number;
+  /**
+   * Alternate short slices of the plan with slices of `select 1` round trips on a connection of
+   * its own, so that the lock's latency can be set against a round trip timed at the same moments
+   * (on a busy machine, rows timed a minute apart cannot be compared).
+   */
+  interleavePing?: boolean;
 }
 
 /** A row of the PostgreSQL table. */
@@ -52,7 +58,7 @@ export const PG_SCENARIOS: readonly PgScenario[] = [
     id: "uncontended",
     title: "uncontended exclusive acquire+release",
     processes: 1,
-    plan: { kind: "locks", tasks: 1, keys: 1, sharedFraction: 0 },
+    plan: { kind: "locks", tasks: 1, keys: 1, sharedFraction: 0, interleavePing: true },
   },
   {
     id: "contended",
@@ -81,16 +87,18 @@ export const PG_SCENARIOS: readonly PgScenario[] = [
 ];
 
 /**
- * Runs `plan` on `locker` until `ms` milliseconds have passed; returns the critical sections (or
- * round trips) completed by then. `seed` makes each process's random plan its own.
+ * Runs `plan` on `locker`, starting operations until `ms` milliseconds have passed; returns the
+ * operations (critical sections or round trips) completed and the time they took, the last ones
+ * included. `seed` makes each process's random plan its own.
  */
 export async function runFor(
   locker: PgLocker,
   plan: PgPlan,
   ms: number,
   seed: number,
-): Promise<number> {
-  const end = performance.now() + ms;
+): Promise<{ ops: number; ms: number }> {
+  const started = performance.now();
+  const end = started + ms;
   let ops = 0;
   if (plan.kind === "ping") {
     if (locker.ping === undefined) throw new Error("this subject has no round trip to time");
@@ -98,7 +106,7 @@ export async function runFor(
       await locker.ping();
       ops++;
     }
-    return ops;
+    return { ops, ms: performance.now() - started };
   }
   const keys = Array.from({ length: plan.keys }, (_, k) => `bench/${k}`);
   const bodies = guardedBodies(plan.keys);
@@ -108,11 +116,11 @@ export async function runFor(
       const k = Math.floor(next() * plan.keys);
       const exclusive = next() >= plan.sharedFraction;
       await locker.run(keys[k], exclusive, (exclusive ? bodies.exclusive : bodies.shared)[k]);
-      if (performance.now() <= end) ops++;
+      ops++;
     }
   };
   await Promise.all(Array.from({ length: plan.tasks }, task));
-  return ops;
+  return { ops, ms: performance.now() - started };
 }
 
 /**

@@ -10,7 +10,7 @@
  */
 
 import { holdMany, type PgPlan, runFor } from "./pg_scenarios.ts";
-import { PG_SUBJECTS } from "./pg_subjects.ts";
+import { PG_SUBJECTS, type PgLocker, rawClient } from "./pg_subjects.ts";
 
 /** What the group runner asks of a measuring process. */
 export interface ChildJob {
@@ -29,6 +29,49 @@ export interface ChildJob {
 export interface ChildResult {
   ops: number;
   ms: number;
+  /** With `plan.interleavePing`: round trips and their time, in slices between the plan's. */
+  pings?: number;
+  pingMs?: number;
+}
+
+/** Slices of each kind in an interleaved run. */
+const SLICES = 10;
+
+const PING: PgPlan = { kind: "ping", tasks: 1, keys: 1, sharedFraction: 0 };
+
+/** Runs `plan` and `select 1` round trips in alternating slices of `ms / SLICES / 2` each. */
+async function interleaved(
+  locker: PgLocker,
+  pinger: PgLocker,
+  plan: PgPlan,
+  ms: number,
+  seed: number,
+): Promise<ChildResult> {
+  const slice = ms / SLICES / 2;
+  const result = { ops: 0, ms: 0, pings: 0, pingMs: 0 };
+  for (let i = 0; i < SLICES; i++) {
+    const pings = await runFor(pinger, PING, slice, seed);
+    result.pings += pings.ops;
+    result.pingMs += pings.ms;
+    const locks = await runFor(locker, plan, slice, seed + i);
+    result.ops += locks.ops;
+    result.ms += locks.ms;
+  }
+  return result;
+}
+
+/** Times `plan` alongside round trips on a connection of its own, opened before the warm-up. */
+async function alongsidePings(locker: PgLocker, job: ChildJob): Promise<ChildResult> {
+  const sql = rawClient(job.url, `${job.applicationName}-ping`);
+  const pinger = { ping: async () => void await sql.unsafe("select 1") } as PgLocker;
+  try {
+    await interleaved(locker, pinger, job.plan!, job.warmupMs, job.seed + 7919);
+    say("ready");
+    await nextLine();
+    return await interleaved(locker, pinger, job.plan!, job.runMs, job.seed);
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
 }
 
 const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream()).getReader();
@@ -68,11 +111,11 @@ async function main(job: ChildJob): Promise<ChildResult> {
       return { ops: job.held, ms };
     }
     const plan = job.plan!;
+    if (plan.interleavePing) return await alongsidePings(locker, job);
     await runFor(locker, plan, job.warmupMs, job.seed + 7919);
     say("ready");
     await nextLine();
-    // Only the operations completed within the time count, so the time is the given one.
-    return { ops: await runFor(locker, plan, job.runMs, job.seed), ms: job.runMs };
+    return await runFor(locker, plan, job.runMs, job.seed);
   } finally {
     await locker.close();
   }
