@@ -46,7 +46,9 @@ export class TcpClient {
   readonly frames: TcpFrame[] = [];
   #buffer = Buffer.alloc(0);
   #upgraded = false;
-  #onFrame: (() => void) | undefined;
+  readonly #waiters = new Set<
+    { match: (frame: TcpFrame) => boolean; resolve: (frame: TcpFrame) => void }
+  >();
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
@@ -112,39 +114,34 @@ export class TcpClient {
         offset = 10;
       }
       if (buffer.length < offset + length) return;
-      this.frames.push({
-        opcode: buffer[0] & 0x0f,
-        payload: buffer.subarray(offset, offset + length),
-      });
+      const frame = { opcode: buffer[0] & 0x0f, payload: buffer.subarray(offset, offset + length) };
       this.#buffer = buffer.subarray(offset + length);
-      this.#onFrame?.();
+      this.#deliver(frame);
     }
   }
 
-  /** Resolves with the first frame (received from now on or already) that matches, or
-   * `undefined` once the connection closed without one. */
+  #deliver(frame: TcpFrame): void {
+    for (const waiter of this.#waiters) {
+      if (!waiter.match(frame)) continue;
+      this.#waiters.delete(waiter);
+      waiter.resolve(frame);
+      return;
+    }
+    this.frames.push(frame);
+  }
+
+  /**
+   * Resolves with the first frame (received already or from now on) that matches, taking it out
+   * of {@link TcpClient.frames}, or with `undefined` once the connection closed without one.
+   */
   frame(match: (frame: TcpFrame) => boolean): Promise<TcpFrame | undefined> {
+    const found = this.frames.findIndex(match);
+    if (found >= 0) return Promise.resolve(this.frames.splice(found, 1)[0]);
     return new Promise((resolve) => {
-      let done = false;
-      const look = () => {
-        if (done) return;
-        const found = this.frames.findIndex(match);
-        if (found < 0) return;
-        done = true;
-        resolve(this.frames.splice(found, 1)[0]);
-      };
-      const previous = this.#onFrame;
-      this.#onFrame = () => {
-        previous?.();
-        look();
-      };
-      look();
+      const waiter = { match, resolve };
+      this.#waiters.add(waiter);
       this.closed.then(() => {
-        look();
-        if (!done) {
-          done = true;
-          resolve(undefined);
-        }
+        if (this.#waiters.delete(waiter)) resolve(undefined);
       });
     });
   }

@@ -18,6 +18,12 @@ export const MAX_KEY_LENGTH = 256 * 1024;
 /** Longest token the broker reads; a longer `hello` is refused. */
 export const MAX_TOKEN_LENGTH = 4096;
 
+/**
+ * Default for the most reply bytes the broker queues for one client that does not read them;
+ * beyond, the connection is closed (1008) and everything it held released.
+ */
+export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+
 /** Default for how often, in milliseconds, the client pings the broker. */
 export const DEFAULT_HEARTBEAT_INTERVAL = 5000;
 
@@ -98,10 +104,31 @@ export class ProtocolError extends Error {
 
 type Fields = Record<string, unknown>;
 
+/**
+ * Whether `text` takes more than `limit` bytes in UTF-8, as it does on the wire. Counted without
+ * encoding it, and only when its length in UTF-16 code units leaves the answer open.
+ */
+export function exceedsUtf8Bytes(text: string, limit: number): boolean {
+  if (text.length > limit) return true; // every code unit takes at least one byte
+  if (text.length * 3 <= limit) return false; // and at most three
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) bytes += 1;
+    else if (unit < 0x800) bytes += 2;
+    else if (unit >= 0xd800 && unit < 0xdc00 && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      bytes += 4; // a surrogate pair
+      i++;
+    } else bytes += 3; // the rest of the BMP; a lone surrogate becomes U+FFFD
+    if (bytes > limit) return true;
+  }
+  return false;
+}
+
 /** Parses a text frame into an object with a string `op`, or throws {@link ProtocolError}. */
 function parseObject(text: unknown): Fields {
   if (typeof text !== "string") throw new ProtocolError("frames must be text");
-  if (text.length > MAX_FRAME_BYTES) throw new ProtocolError("frame too large");
+  if (exceedsUtf8Bytes(text, MAX_FRAME_BYTES)) throw new ProtocolError("frame too large");
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -250,6 +277,8 @@ export function parseServerFrame(text: unknown): ServerFrame {
 /** The subset of a web-standard WebSocket that both sides use (Deno, browsers, `ws`, undici). */
 export interface WebSocketLike {
   readonly readyState: number;
+  /** Bytes accepted by `send` and not yet handed to the network, where the runtime tells. */
+  readonly bufferedAmount?: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
   addEventListener(type: string, listener: (event: never) => void): void;

@@ -7,7 +7,12 @@ import { checkFunction } from "../../internal/arguments.ts";
 import { backendLogger } from "../../internal/log.ts";
 import { StateABC } from "../../state.ts";
 import { checkInterval } from "./heartbeat.ts";
-import { CloseCode, DEFAULT_HEARTBEAT_INTERVAL, type WebSocketLike } from "./protocol.ts";
+import {
+  CloseCode,
+  DEFAULT_HEARTBEAT_INTERVAL,
+  DEFAULT_MAX_BUFFERED_BYTES,
+  type WebSocketLike,
+} from "./protocol.ts";
 import { Session, type SessionConfig } from "./session.ts";
 import { TokenCheck } from "./token.ts";
 
@@ -34,6 +39,12 @@ export interface BrokerOptions {
   maxKeyChars?: number;
   /** Malformed frames tolerated on one connection before it is closed. Default 100. */
   maxErrors?: number;
+  /**
+   * Most bytes of replies queued for one connection that does not read them (where the runtime
+   * reports `bufferedAmount`: Deno, `ws`); beyond, it is closed (1008) and its locks released.
+   * Default 16 MiB.
+   */
+  maxBufferedBytes?: number;
 }
 
 /**
@@ -97,6 +108,11 @@ export function sessionConfig(state: StateABC, options: BrokerOptions): SessionC
     maxRequests: integerOption(options.maxRequests, "options.maxRequests", 10_000),
     maxKeyChars: integerOption(options.maxKeyChars, "options.maxKeyChars", 2 ** 25),
     maxErrors: integerOption(options.maxErrors, "options.maxErrors", 100),
+    maxBufferedBytes: integerOption(
+      options.maxBufferedBytes,
+      "options.maxBufferedBytes",
+      DEFAULT_MAX_BUFFERED_BYTES,
+    ),
   };
 }
 

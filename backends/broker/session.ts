@@ -9,6 +9,7 @@ import type { Lock, StateABC } from "../../state.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import {
   CloseCode,
+  exceedsUtf8Bytes,
   type FailureReason,
   MAX_FRAME_BYTES,
   MAX_KEY_LENGTH,
@@ -33,6 +34,7 @@ export interface SessionConfig {
   maxRequests: number;
   maxKeyChars: number;
   maxErrors: number;
+  maxBufferedBytes: number;
 }
 
 /** A request of this connection that the broker still tracks. */
@@ -105,6 +107,11 @@ export class Session {
       this.#socket.send(JSON.stringify(frame));
     } catch (error) {
       this.#end(`sending failed: ${error}`);
+      return;
+    }
+    // A client that sends requests but does not read the replies would make them pile up here.
+    if ((this.#socket.bufferedAmount ?? 0) > this.#config.maxBufferedBytes) {
+      this.terminate(CloseCode.policyViolation, "replies are not being read");
     }
   }
 
@@ -115,7 +122,7 @@ export class Session {
       this.terminate(CloseCode.unsupportedData, "only text frames are accepted");
       return;
     }
-    if (data.length > MAX_FRAME_BYTES) {
+    if (exceedsUtf8Bytes(data, MAX_FRAME_BYTES)) {
       this.terminate(CloseCode.tooBig, `frames are limited to ${MAX_FRAME_BYTES} bytes`);
       return;
     }
