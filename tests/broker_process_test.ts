@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import process from "node:process";
 import { after, before, describe, it } from "node:test";
-import { LocalState } from "../mod.ts";
+import { LocalState, LockFailed, LockLost } from "../mod.ts";
 import { BrokerState } from "../backends/broker.ts";
 import { clientOptions, type RunningBroker, startBroker } from "./broker_env.ts";
 import { Worker } from "./broker_processes.ts";
@@ -128,5 +128,38 @@ describe("broker: OS processes", () => {
     } finally {
       fs.rmSync(directory, { recursive: true, force: true });
     }
+  });
+
+  it("loses held locks and fails waits when the broker process is killed, then reconnects", async () => {
+    const brokerProcess = new Worker("broker", [TOKEN]);
+    workers.push(brokerProcess);
+    const url = (await brokerProcess.line("ready ")).slice("ready ".length);
+    const a = new BrokerState(url, await clientOptions(TOKEN, { name: "a" }));
+    const b = new BrokerState(url, await clientOptions(TOKEN, { name: "b" }));
+    const held = await a.getLock("killed-broker/k");
+    const shared = await b.getLock("killed-broker/s", { exclusive: false });
+    const waiting = b.getLock("killed-broker/k").then(() => assert.fail("granted"), (e) => e);
+    assert.equal(await b.testLock("killed-broker/k"), false); // the wait is queued by now
+    const lost = (lock: typeof held) =>
+      new Promise((resolve) =>
+        lock.signal.addEventListener("abort", () => resolve(lock.signal.reason))
+      );
+    const reasons = Promise.all([lost(held), lost(shared)]);
+    assert.equal(await brokerProcess.kill(), "SIGKILL");
+    for (const reason of await reasons) assert.ok(reason instanceof LockLost);
+    assert.ok((await waiting) instanceof LockFailed);
+    // Nobody listens any more: new requests fail at once rather than hang.
+    await assert.rejects(a.getLock("killed-broker/k"), LockFailed);
+    // A new broker on the same port: the same states connect again, nothing was re-acquired.
+    const port = new URL(url).port;
+    const second = new Worker("broker", [TOKEN, JSON.stringify({ port: Number(port) })]);
+    workers.push(second);
+    assert.equal((await second.line("ready ")).slice("ready ".length), url);
+    assert.equal(await a.testLock("killed-broker/k"), true);
+    assert.equal(await b.testLock("killed-broker/s"), true);
+    await (await b.getLock("killed-broker/k", { timeout: 0 })).release();
+    await a.close();
+    await b.close();
+    assert.equal(await second.end(), 0);
   });
 });

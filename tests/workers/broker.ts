@@ -3,7 +3,7 @@
  * loopback port and prints `ready <url>`. On stdin, the line `size` is answered with
  * `size <keys held or awaited>`; the end of stdin closes the broker and exits 0.
  *
- * Usage: `broker.ts <token> [options as JSON]`.
+ * Usage: `broker.ts <token> [options as JSON]`, the options of `brokerHandler` plus `port`.
  */
 
 import process from "node:process";
@@ -13,7 +13,8 @@ import { startBroker } from "../broker_env.ts";
 
 const [token, json = "{}"] = process.argv.slice(2);
 const state = new LocalState({ name: "broker worker" });
-const broker = await startBroker(state, { ...JSON.parse(json), token });
+const { port = 0, ...options } = JSON.parse(json);
+const broker = await startBroker(state, { ...options, token }, port);
 process.stdout.write(`ready ${broker.url}\n`);
 
 const input = createInterface({ input: process.stdin });
