@@ -28,17 +28,26 @@ async function closedPort(): Promise<number> {
 }
 
 describe("broker: construction", () => {
-  it("refuses an empty or missing token, bad URLs and bad options with TypeError/RangeError", () => {
+  it("refuses an empty or missing token, bad URLs and bad options with TypeError/RangeError", async () => {
     const bad = (value: unknown) => value as never;
     assert.throws(() => new BrokerState("ws://127.0.0.1:1", { token: "" }), TypeError);
     assert.throws(() => new BrokerState("ws://127.0.0.1:1", bad({})), TypeError);
     assert.throws(() => new BrokerState("ws://127.0.0.1:1", bad(undefined)), TypeError);
     assert.throws(() => new BrokerState("ws://127.0.0.1:1", { token: bad(42) }), TypeError);
-    assert.throws(() => new BrokerState("not a url", { token: "t" }), TypeError);
-    assert.throws(() => new BrokerState("ftp://example.com/", { token: "t" }), TypeError);
+    // A WebSocket class is needed where there is no global one (Node 20); it is not called here.
+    const { WebSocket } = await clientOptions("t");
+    assert.throws(() => new BrokerState("not a url", { token: "t", WebSocket }), TypeError);
     assert.throws(
-      () => new BrokerState("ws://127.0.0.1:1", { token: "t", heartbeatInterval: 0 }),
+      () => new BrokerState("ftp://example.com/", { token: "t", WebSocket }),
+      TypeError,
+    );
+    assert.throws(
+      () => new BrokerState("ws://127.0.0.1:1", { token: "t", heartbeatInterval: 0, WebSocket }),
       RangeError,
+    );
+    assert.throws(
+      () => new BrokerState("ws://127.0.0.1:1", { token: "t", WebSocket: bad("not a class") }),
+      TypeError,
     );
     assert.throws(() => brokerHandler(new LocalState(), { token: "" }), TypeError);
     assert.throws(() => brokerHandler(new LocalState(), bad({})), TypeError);
@@ -50,7 +59,7 @@ describe("broker: construction", () => {
   });
 
   it("accepts http(s) URLs as ws(s) and connects lazily, on the first request", async () => {
-    const state = new BrokerState("https://broker.invalid/x", { token: "t" });
+    const state = new BrokerState("https://broker.invalid/x", await clientOptions("t"));
     assert.equal(state.url, "wss://broker.invalid/x");
     await state.close(); // never connected: nothing to do
     await assert.rejects(state.getLock("k"), LockFailed);
