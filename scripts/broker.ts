@@ -27,6 +27,9 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) fail("PORT must be a po
 const hostname = Deno.env.get("HOSTNAME") ?? "127.0.0.1";
 const heartbeat = Deno.env.get("HEARTBEAT_INTERVAL");
 const heartbeatInterval = heartbeat === undefined ? undefined : Number(heartbeat);
+if (heartbeatInterval !== undefined && !(heartbeatInterval > 0 && heartbeatInterval < 2 ** 31)) {
+  fail("HEARTBEAT_INTERVAL must be a number of milliseconds > 0");
+}
 
 const databaseUrl = Deno.env.get("DATABASE_URL");
 let state: StateABC;
