@@ -62,6 +62,8 @@ export class BrokerState extends StateABC {
   #connection: Connection | undefined;
 
   /**
+   * Makes a client of the broker at `url`; it connects on the first request.
+   *
    * @param url The broker's `ws://` or `wss://` URL (`http(s)://` is accepted and converted).
    * @param options The shared token, and optionally the WebSocket class and heartbeat interval.
    * @throws {TypeError} for a bad URL, an empty token or no WebSocket class in this runtime.
@@ -111,6 +113,7 @@ export class BrokerState extends StateABC {
     return this.#url;
   }
 
+  /** Sends an acquire request over the connection (opened now if there is none). */
   protected acquire(key: string, request: LockRequest): Promise<Lock> {
     if (key.length > MAX_KEY_LENGTH) {
       return Promise.reject(
@@ -123,6 +126,7 @@ export class BrokerState extends StateABC {
     return this.#connect().acquire(key, request);
   }
 
+  /** Sends a test request over the connection (opened now if there is none). */
   protected probe(key: string, exclusive: boolean): Promise<boolean> {
     if (key.length > MAX_KEY_LENGTH) {
       return Promise.reject(
@@ -135,6 +139,7 @@ export class BrokerState extends StateABC {
     return this.#connect().test(key, exclusive);
   }
 
+  /** Releases everything on the broker, then closes the connection. */
   protected async shutdown(): Promise<void> {
     const connection = this.#connection;
     this.#connection = undefined;

@@ -71,9 +71,13 @@ export type ClientFrame =
 
 /** The limits a broker announces in `welcome`. */
 export interface BrokerLimits {
+  /** Largest frame the broker reads, in UTF-8 bytes; larger ones close the connection (1009). */
   maxFrameBytes: number;
+  /** Longest key, in UTF-16 code units. */
   maxKeyLength: number;
+  /** Most requests (waiting, held or being tested) one connection may have at once. */
   maxRequests: number;
+  /** The broker's heartbeat interval in milliseconds: ping at least this often. */
   heartbeatInterval: number;
 }
 
@@ -276,11 +280,15 @@ export function parseServerFrame(text: unknown): ServerFrame {
 
 /** The subset of a web-standard WebSocket that both sides use (Deno, browsers, `ws`, undici). */
 export interface WebSocketLike {
+  /** 0 connecting, 1 open, 2 closing, 3 closed. */
   readonly readyState: number;
   /** Bytes accepted by `send` and not yet handed to the network, where the runtime tells. */
   readonly bufferedAmount?: number;
+  /** Sends a text frame. */
   send(data: string): void;
+  /** Starts the closing handshake. */
   close(code?: number, reason?: string): void;
+  /** Listens for `open`, `message`, `close` and `error`. */
   addEventListener(type: string, listener: (event: never) => void): void;
 }
 
