@@ -57,11 +57,18 @@ export function settle(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 5));
 }
 
-/** Times one run of `ops` operations; returns milliseconds. */
+/**
+ * Times one run of `ops` operations; returns milliseconds of CPU time (user and system, every
+ * thread of the process, the garbage collector's included). An in-process workload never waits
+ * for anything outside the process, so its CPU time is its running time, minus the spells in which
+ * other processes of a busy machine had the core: those make wall-clock rounds of the same code
+ * differ by 2× on a shared machine, CPU time by a few per cent.
+ */
 export async function timeRun(workload: Workload, ops: number): Promise<number> {
-  const started = performance.now();
+  const started = process.cpuUsage();
   await workload(ops);
-  return performance.now() - started;
+  const { user, system } = process.cpuUsage(started);
+  return (user + system) / 1000;
 }
 
 /**

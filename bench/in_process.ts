@@ -149,9 +149,14 @@ export async function runInProcessGroup(
     subjects: SUBJECTS.map(({ name, how, unavailable }) => ({ name, how, unavailable })),
     scenarios: rows,
     rounds,
+    rateUnit: "Operations per CPU-second of the measuring process (user + system time, all its " +
+      "threads)",
     remarks: [
       `each library runs in processes of its own (${effort.processes} per scenario, ` +
-      `${effort.rounds} timed rounds each after a warm-up), interleaved with the others' processes`,
+      `${effort.rounds} timed round${effort.rounds === 1 ? "" : "s"} each after a warm-up), ` +
+      "interleaved with the others' processes",
+      "CPU time, not wall time: nothing here waits outside the process, and on a busy machine " +
+      "wall-clock rounds of the same code differ by 2× where CPU time differs by a few per cent",
     ],
   };
 }

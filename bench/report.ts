@@ -97,7 +97,9 @@ export function renderGroup(group: GroupResult): string {
     `### ${group.title}`,
     "",
     `Median of ${group.rounds} round${group.rounds === 1 ? "" : "s"} after warm-up. ` +
-    `Operations per second, higher is better; in brackets ${reference}'s rate ÷ the peer's ` +
+    `${
+      group.rateUnit ?? "Operations per second"
+    }, higher is better; in brackets ${reference}'s rate ÷ the peer's ` +
     `(above 1× ${reference} is faster).`,
     "",
     ...lines,

@@ -57,6 +57,8 @@ export interface GroupResult {
   rounds: number;
   /** Remarks measured along the way (e.g. no GC exposed, so no heap numbers). */
   remarks: string[];
+  /** What the rates count, when it is not "Operations per second" (wall clock). */
+  rateUnit?: string;
   /** The target column's title, when it is not "≥ fastest peer". */
   targetHeader?: string;
 }
