@@ -36,6 +36,7 @@ const NODE_TEST_TIMEOUT_MS = 2 * 60_000;
 /** Files copied as they are. */
 const COPIED = ["README.md", "LICENSE"];
 
+const message = (error: unknown) => error instanceof Error ? error.message : String(error);
 const relative = (path: string) => path.slice(ROOT.length + 1);
 const absolute = (path: string) => `${ROOT}/${path.replace(/^\.\//, "")}`;
 
@@ -132,6 +133,8 @@ async function main(args: string[]): Promise<void> {
     await copyTestFixtures(TESTS_DIR);
   });
 
+  // The packaging checks run even when a Node test failed, so that one run reports both.
+  let testFailure: unknown;
   if (!args.includes("--skip-tests")) {
     const compiledTests = tests
       .filter((file) => file.endsWith("_test.ts"))
@@ -146,10 +149,17 @@ async function main(args: string[]): Promise<void> {
           testTimeoutMs: NODE_TEST_TIMEOUT_MS,
           requirePostgres: Deno.env.get("REQUIRE_POSTGRES") === "1",
         }),
-    );
+    ).catch((error) => testFailure = error);
   }
 
-  if (!args.includes("--skip-checks")) await checkPackage(config, NPM_DIR);
+  if (!args.includes("--skip-checks")) {
+    await checkPackage(config, NPM_DIR).catch((error) => {
+      throw testFailure === undefined
+        ? error
+        : new Error(`${message(testFailure)}\n\n${message(error)}`);
+    });
+  }
+  if (testFailure !== undefined) throw testFailure;
   console.log(`npm/ built in ${((performance.now() - started) / 1000).toFixed(1)} s`);
 }
 
@@ -157,7 +167,7 @@ if (import.meta.main) {
   try {
     await main(Deno.args);
   } catch (error) {
-    console.error(`\nbuild:npm failed: ${error instanceof Error ? error.message : error}`);
+    console.error(`\nbuild:npm failed: ${message(error)}`);
     Deno.exit(1);
   }
 }
