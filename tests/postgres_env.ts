@@ -51,7 +51,10 @@ export function testState(
 ): PostgresState {
   return new PostgresState(DATABASE_URL, {
     ...options,
-    clientOptions: { ...options.clientOptions, connection: { application_name: applicationName } },
+    clientOptions: {
+      ...options.clientOptions,
+      connection: { ...options.clientOptions?.connection, application_name: applicationName },
+    },
   });
 }
 

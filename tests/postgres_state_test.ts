@@ -168,6 +168,36 @@ describe("PostgresState against a server", { skip }, () => {
     }
   });
 
+  for (const mode of ["session", "transaction"] as const) {
+    it(`waits past the role's statement_timeout (${mode} mode)`, async () => {
+      const options = {
+        namespace,
+        mode,
+        clientOptions: { connection: { statement_timeout: 100 } },
+      } as const;
+      const holder = testState("ss-test-statement-timeout-holder", options);
+      const waiter = testState("ss-test-statement-timeout", options);
+      try {
+        const held = await holder.getLock(`statement-timeout/${mode}`);
+        const waiting = watch(waiter.getLock(`statement-timeout/${mode}`));
+        await eventually(
+          async () => (await lockPids(admin!, "ss-test-statement-timeout", false)).length === 1,
+          "the request waiting in PostgreSQL",
+        );
+        // The scenario itself: held for several statement timeouts while the other waits.
+        await macrotask(400);
+        assert.equal(waiting.outcome.status, "pending", "the wait was ended by statement_timeout");
+        await held.release();
+        await within(waiting.done, "the wait granted");
+        assert.equal(waiting.outcome.status, "fulfilled");
+        await (waiting.outcome as { value: Lock }).value.release();
+      } finally {
+        await holder.close();
+        await waiter.close();
+      }
+    });
+  }
+
   it("holds 1,000 uncontended locks on at most two connections", async () => {
     const app = "ss-test-economy";
     const state = testState(app, { namespace });
@@ -242,16 +272,17 @@ describe("PostgresState against a server", { skip }, () => {
     }
   });
 
-  it("ends a deadlock between two states with their timeouts, leaving nothing behind", async () => {
+  it("ends a deadlock between two states with a timeout, leaving nothing behind", async () => {
     // A holds k1 and wants k2; B holds k2 and wants k1. The waits run on connections that hold
-    // nothing, so PostgreSQL sees no cycle (no 40P01): the timeouts end it.
+    // nothing, so PostgreSQL sees no cycle (no 40P01): A's timeout ends it.
     const a = testState("ss-test-deadlock-a", { namespace });
     const b = testState("ss-test-deadlock-b", { namespace });
     try {
       const a1 = await a.getLock("deadlock/1");
       const b2 = await b.getLock("deadlock/2");
       const aWants = watch(a.getLock("deadlock/2", { timeout: 300 }));
-      const bWants = watch(b.getLock("deadlock/1", { timeout: 600 }));
+      // B waits without a timeout: only A's timeout can end the deadlock.
+      const bWants = watch(b.getLock("deadlock/1"));
       await within(aWants.done, "A's wait ending");
       assert.equal(aWants.outcome.status, "rejected");
       const error = (aWants.outcome as { reason: unknown }).reason;

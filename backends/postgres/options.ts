@@ -26,9 +26,10 @@ export interface PostgresStateOptions {
    */
   maxConnections?: number;
   /**
-   * Milliseconds between heartbeats (`select 1`) on connections that hold locks. A connection
-   * that does not answer within this time is declared dead and its locks lost: a silent network
-   * loss is noticed within twice this interval. `0` turns heartbeats off. Default 5000.
+   * Milliseconds between heartbeats (`select 1`) on connections that hold locks. A heartbeat
+   * still unanswered at the next two ticks declares the connection dead and its locks lost: a
+   * silent network loss is noticed within two to three intervals. `0` turns heartbeats off (a
+   * closed connection is still noticed at once). Default 5000.
    */
   heartbeatInterval?: number;
   /**

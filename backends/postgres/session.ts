@@ -66,7 +66,8 @@ export class Session {
   readonly #events: SessionEvents;
   #ending = false;
   #heartbeatSince: number | undefined;
-  #heartbeatOverdue = false;
+  /** Ticks seen while the heartbeat in flight was unanswered. */
+  #heartbeatTicks = 0;
 
   private constructor(template: SessionTemplate, events: SessionEvents) {
     this.#events = events;
@@ -137,20 +138,20 @@ export class Session {
   }
 
   /**
-   * Called by the heartbeat timer: sends `select 1` unless one is in flight; if the previous one
-   * has been unanswered for `timeout` ms at two ticks in a row, declares the connection dead (a
-   * silent network loss). Two ticks, because after the event loop was blocked for longer than
-   * `timeout`, the timer may run before the answer that arrived meanwhile is read.
+   * Called by the heartbeat timer: sends `select 1` unless one is in flight. One still unanswered
+   * at two ticks and after `timeout` ms declares the connection dead (a silent network loss). Two
+   * ticks, because after the event loop was blocked the late tick may run before the answer that
+   * arrived meanwhile is read.
    */
   heartbeat(timeout: number): void {
     if (this.dead || this.waiting) return;
     const now = performance.now();
     if (this.#heartbeatSince !== undefined) {
-      if (now - this.#heartbeatSince >= timeout) {
-        if (this.#heartbeatOverdue) {
-          this.kill(new Error(`no heartbeat answer within ${timeout} ms`));
-        }
-        this.#heartbeatOverdue = true;
+      this.#heartbeatTicks++;
+      if (this.#heartbeatTicks >= 2 && now - this.#heartbeatSince >= timeout) {
+        this.kill(
+          new Error(`no heartbeat answer within ${Math.round(now - this.#heartbeatSince)} ms`),
+        );
       }
       return;
     }
@@ -169,7 +170,7 @@ export class Session {
 
   #heartbeatAnswered(): void {
     this.#heartbeatSince = undefined;
-    this.#heartbeatOverdue = false;
+    this.#heartbeatTicks = 0;
   }
 
   /** Declares the session dead: reports it once and drops the connection. */

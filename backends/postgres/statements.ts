@@ -60,8 +60,11 @@ export const sessionStatements: Statements = {
  * commits on release. `tryLock` opens the transaction; `unlock` and `cleanup` end it.
  */
 export const transactionStatements: Statements = {
+  // A lock's transaction sits idle for long, and its wait may outlast a role's statement_timeout:
+  // neither timeout may end it. Both settings end with the transaction.
   tryLock: (id, exclusive) =>
-    `begin; select set_config('idle_in_transaction_session_timeout', '0', true);` +
+    `begin; select set_config('idle_in_transaction_session_timeout', '0', true),` +
+    ` set_config('statement_timeout', '0', true);` +
     ` select pg_try_advisory_xact_lock${suffix(exclusive)}(${int8(id)}) as ok`,
   waitLock: (id, exclusive, timeout) =>
     `select pg_advisory_xact_lock${suffix(exclusive)}(${int8(id)}) as ok` +
