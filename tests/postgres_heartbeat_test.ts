@@ -50,10 +50,11 @@ class Proxy {
             to.write(chunk);
           }
         });
-        from.on("error", () => to.destroy());
+        // A lost network tells the other side nothing: while silent, a close is not passed on.
+        from.on("error", () => this.silent || to.destroy());
         from.on("close", () => {
-          this.#sockets.delete(from);
-          to.destroy();
+          if (!this.silent) this.#sockets.delete(from);
+          if (!this.silent) to.destroy();
         });
       }
     });
