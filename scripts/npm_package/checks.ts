@@ -57,6 +57,7 @@ export async function checkPublint(npmDir: string): Promise<void> {
   if (result.code !== 0 || /Suggestions?:|Warnings?:|Errors?:/.test(result.output)) {
     throw new CheckFailed("publint", result.output);
   }
+  report("", result.output.trim().split("\n").at(-1)!);
 }
 
 /**
@@ -71,6 +72,7 @@ export async function checkTypes(npmDir: string): Promise<void> {
     { cwd: npmDir },
   );
   if (result.code !== 0) throw new CheckFailed("are the types wrong", result.output);
+  report("", "no problems (profile esm-only: node16 from ESM and bundler, every entry point)");
 }
 
 /**
@@ -118,6 +120,8 @@ export async function checkPackedFiles(npmDir: string): Promise<void> {
       `unexpected: ${extra.join(", ") || "none"}\nmissing: ${missing.join(", ") || "none"}`,
     );
   }
+  const compiled = actual.filter((file) => file.startsWith("esm/")).length;
+  report("", `${actual.length} files: package.json, README.md, LICENSE, ${compiled} compiled`);
 }
 
 /** `name` + `./sub` → the specifier a user imports. */
@@ -149,10 +153,18 @@ await state.close();
 console.log("LocalState works");
 `;
 
+/** Prints what a check found, indented under its step. */
+function report(label: string, output: string): void {
+  for (const line of output.trim().split("\n")) console.log(`  ${label}${line}`);
+}
+
 async function loadAll(dir: string, specifiers: string[]): Promise<void> {
-  await runOk("node", ["--input-type=module", "-e", loaderScript(specifiers, "import")], {
-    cwd: dir,
-  });
+  report(
+    "import ",
+    await runOk("node", ["--input-type=module", "-e", loaderScript(specifiers, "import")], {
+      cwd: dir,
+    }),
+  );
   const requireWorks = await run("node", ["-p", "process.features.require_module === true"], {
     cwd: dir,
   });
@@ -160,9 +172,12 @@ async function loadAll(dir: string, specifiers: string[]): Promise<void> {
     console.log("  (this Node cannot require() ES modules: the require() check is skipped)");
     return;
   }
-  await runOk("node", ["--input-type=commonjs", "-e", loaderScript(specifiers, "require")], {
-    cwd: dir,
-  });
+  report(
+    "require() ",
+    await runOk("node", ["--input-type=commonjs", "-e", loaderScript(specifiers, "require")], {
+      cwd: dir,
+    }),
+  );
 }
 
 /** Type-checks a consumer of every entry point, as Node16 and as bundler projects would. */
@@ -232,15 +247,18 @@ export async function checkScratchInstall(npmDir: string): Promise<void> {
         throw new CheckFailed("scratch install", `optional peer ${peer} was installed unasked`);
       }
     }
+    report("", "installed alone (no optional peer):");
     await loadAll(dir, [main]);
-    await runOk("node", ["--input-type=module", "-e", SMOKE, main], { cwd: dir });
+    report("", await runOk("node", ["--input-type=module", "-e", SMOKE, main], { cwd: dir }));
 
     const peers = Object.entries(manifest.peerDependencies ?? {}).map(([n, r]) => `${n}@${r}`);
     const types = `@types/node@${manifest.devDependencies["@types/node"]}`;
     await runOk("npm", ["install", ...peers, types, ...QUIET_NPM], { cwd: dir });
+    report("", `with ${[...peers, types].join(", ")}:`);
     const all = Object.keys(manifest.exports).map((name) => specifierOf(main, name));
     await loadAll(dir, all);
     typeCheckConsumer(dir, main, all);
+    report("", "a consumer of every entry point type-checks (node16 and bundler resolution)");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
