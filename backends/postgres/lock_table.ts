@@ -35,6 +35,10 @@ const RESOLVED: Promise<void> = Promise.resolve();
 /** How long an abandoned timed-out wait may outlive its deadline before it is cancelled. */
 const TIMEOUT_CANCEL_GRACE = 1000;
 
+/** Milliseconds after a cancel before a wait that still runs is cancelled again, doubling. */
+const CANCEL_RETRY_FIRST = 50;
+const CANCEL_RETRY_MAX = 2000;
+
 /** What the table needs from its state. */
 export interface LockTableOptions {
   readonly namespace: string;
@@ -486,9 +490,10 @@ export class LockTable {
     }
     session.waiting = true;
     const query = session.query(this.#statements.waitLock(entry.id, exclusive, remaining));
+    const wait = { ended: false, done: Promise.resolve(query).then(() => {}, () => {}) };
     acquisition.cancelWait = () => {
       acquisition.cancelWait = undefined;
-      acquisition.cancelling = this.#pool.cancel(session);
+      acquisition.cancelling = this.#cancelUntilEnded(session, wait);
     };
     let error: unknown;
     let granted = false;
@@ -498,6 +503,7 @@ export class LockTable {
     } catch (caught) {
       error = caught;
     }
+    wait.ended = true;
     acquisition.cancelWait = undefined;
     // A cancel still on its way could hit the next query on this session (in transaction mode a
     // heartbeat inside the lock's transaction, aborting it): let it land first, heartbeats off.
@@ -516,6 +522,28 @@ export class LockTable {
     }
     await this.#cleanUp(session);
     return undefined;
+  }
+
+  /**
+   * Cancels the wait running on `session` until it has ended. A cancel that reaches the server
+   * before it has read the wait statement is dropped (a backend ignores a cancel between
+   * statements), and the wait would go on for ever: a wait still running a moment after its
+   * cancel is cancelled again. Resolves once the last cancel was delivered; never rejects.
+   */
+  async #cancelUntilEnded(
+    session: Session,
+    wait: { readonly ended: boolean; readonly done: Promise<void> },
+  ): Promise<void> {
+    for (let delay = CANCEL_RETRY_FIRST; !wait.ended && !session.dead; delay *= 2) {
+      await this.#pool.cancel(session);
+      if (wait.ended) return;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        wait.done,
+        new Promise((resolve) => timer = setTimeout(resolve, Math.min(delay, CANCEL_RETRY_MAX))),
+      ]);
+      clearTimeout(timer);
+    }
   }
 
   /**
