@@ -25,6 +25,31 @@ export const FULL_EFFORT: Effort = { smoke: false, processes: 3, rounds: 3, roun
 /** The CI smoke round: checks that the code runs; the numbers mean nothing. */
 export const SMOKE_EFFORT: Effort = { smoke: true, processes: 1, rounds: 1, roundMs: 0 };
 
+/**
+ * Whether this runtime lacks `Promise.withResolvers` (Node 20; Node 22 and Deno have it), which
+ * mortice (through it-queue) and @rocicorp/lock call.
+ */
+export const lacksWithResolvers: boolean =
+  typeof (Promise as { withResolvers?: unknown }).withResolvers !== "function";
+
+/** Installs the usual polyfill of `Promise.withResolvers` where it is missing, so peers run. */
+export function polyfillWithResolvers(): void {
+  if (!lacksWithResolvers) return;
+  Object.defineProperty(Promise, "withResolvers", {
+    configurable: true,
+    writable: true,
+    value<T>() {
+      let resolve!: (value: T | PromiseLike<T>) => void;
+      let reject!: (reason?: unknown) => void;
+      const promise = new Promise<T>((yes, no) => {
+        resolve = yes;
+        reject = no;
+      });
+      return { promise, resolve, reject };
+    },
+  });
+}
+
 /** A group that cannot run here (no npm build, no database): said, not a failure. */
 export class GroupSkipped extends Error {}
 

@@ -9,7 +9,7 @@
 
 import { execFile } from "node:child_process";
 import process from "node:process";
-import { type Effort, median } from "./harness.ts";
+import { type Effort, lacksWithResolvers, median } from "./harness.ts";
 import type { ChildReport } from "./in_process_child.ts";
 import type { Cell, GroupResult, ScenarioResult } from "./results.ts";
 import { type Scenario, SCENARIOS } from "./scenarios.ts";
@@ -157,6 +157,13 @@ export async function runInProcessGroup(
       "interleaved with the others' processes",
       "CPU time, not wall time: nothing here waits outside the process, and on a busy machine " +
       "wall-clock rounds of the same code differ by 2× where CPU time differs by a few per cent",
+      ...(lacksWithResolvers
+        ? [
+          "this runtime has no `Promise.withResolvers`, which mortice (it-queue) and " +
+          "@rocicorp/lock call: the measuring processes install the usual polyfill (their users " +
+          "on this runtime need one too)",
+        ]
+        : []),
     ],
   };
 }

@@ -11,7 +11,15 @@
  */
 
 import process from "node:process";
-import { calibrate, canCollectGarbage, FULL_EFFORT, liveHeap, settle, timeRun } from "./harness.ts";
+import {
+  calibrate,
+  canCollectGarbage,
+  FULL_EFFORT,
+  liveHeap,
+  polyfillWithResolvers,
+  settle,
+  timeRun,
+} from "./harness.ts";
 import { type Scenario, SCENARIOS } from "./scenarios.ts";
 import { type Subject, SUBJECTS } from "./subjects.ts";
 
@@ -98,6 +106,7 @@ async function main(args: string[]): Promise<void> {
   process.stdout.write(`${JSON.stringify(reports)}\n`);
 }
 
+polyfillWithResolvers();
 try {
   await main(process.argv.slice(2));
   // A library may keep a handle open (mortice's BroadcastChannel); the measuring is over.

@@ -8,8 +8,9 @@
  *
  * `BENCH_SMOKE=1` is the same as `--smoke`. The smoke round never writes `BENCHMARKS.md` and
  * never fails on a timing; it fails only when the benchmark code itself breaks. The Node group
- * needs the npm build (`deno task build:npm`); the PostgreSQL group needs `DATABASE_URL` (default
- * `postgres://postgres@127.0.0.1:5432/postgres`). A group that cannot run says why and is skipped.
+ * runs on the npm build (made first, without its tests, when missing or stale); the PostgreSQL
+ * group needs `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`). A group that
+ * cannot run says why and is skipped (with `REQUIRE_POSTGRES=1`, a missing database fails).
  *
  * @module
  */
@@ -98,7 +99,7 @@ async function main(): Promise<void> {
   if (options.groups.has("node")) {
     groups.push(
       ...await attempt("Node in-process group", async () => {
-        const reason = await nodeUnavailable();
+        const reason = await nodeUnavailable(log);
         if (reason !== undefined) throw new GroupSkipped(reason);
         versions.push(`Node ${await nodeVersion()}`);
         return [await runNodeGroup(options.smoke)];

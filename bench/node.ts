@@ -1,6 +1,6 @@
 /**
  * Runs the in-process group under Node against the npm build (`npm/esm/`, made by
- * `deno task build:npm`): compiles the runtime-neutral bench files to `.bench-tmp/node/` with the
+ * `deno task build:npm`, which runs first when the build is missing or stale): compiles the runtime-neutral bench files to `.bench-tmp/node/` with the
  * `npm:` specifiers turned into package names and `../mod.ts` into the built package, installs the
  * peers there with npm, and runs `bench/node_entry.ts` under `node --expose-gc`.
  *
@@ -24,17 +24,45 @@ const FILES = [
   "node_entry.ts",
 ];
 
-/** Why the Node run cannot happen, or `undefined` when it can. */
-export async function nodeUnavailable(): Promise<string | undefined> {
-  try {
-    await Deno.stat(BUILT_MOD);
-  } catch {
-    return "the npm build is missing (npm/esm/mod.js): run `deno task build:npm` first";
+/** The newest modification time of the package's sources (what the npm build compiles). */
+async function newestSource(): Promise<number> {
+  let newest = 0;
+  const visit = async (dir: string) => {
+    for await (const entry of Deno.readDir(dir)) {
+      const path = `${dir}/${entry.name}`;
+      if (entry.isDirectory) await visit(path);
+      else if (entry.name.endsWith(".ts")) {
+        newest = Math.max(newest, (await Deno.stat(path)).mtime?.getTime() ?? 0);
+      }
+    }
+  };
+  for (const file of ["mod.ts", "state.ts", "errors.ts"]) {
+    newest = Math.max(newest, (await Deno.stat(`${ROOT}/${file}`)).mtime?.getTime() ?? 0);
   }
+  for (const dir of ["internal", "backends"]) await visit(`${ROOT}/${dir}`);
+  return newest;
+}
+
+/**
+ * Why the Node run cannot happen, or `undefined` when it can. Makes the npm build first
+ * (`deno task build:npm --skip-tests --skip-checks`) when it is missing or older than the sources.
+ */
+export async function nodeUnavailable(log: (line: string) => void): Promise<string | undefined> {
   try {
     await run("node", ["--version"], ROOT);
   } catch {
     return "`node` is not installed";
+  }
+  const built = await Deno.stat(BUILT_MOD).then((stat) => stat.mtime?.getTime() ?? 0, () => -1);
+  if (built < await newestSource()) {
+    log(
+      built < 0 ? "npm build missing: building it" : "npm build older than the sources: rebuilding",
+    );
+    try {
+      await run(Deno.execPath(), ["task", "build:npm", "--skip-tests", "--skip-checks"], ROOT);
+    } catch {
+      return "the npm build (`deno task build:npm --skip-tests --skip-checks`) failed";
+    }
   }
   return undefined;
 }
