@@ -451,6 +451,8 @@ export class LockTable {
       session = transaction ? await this.#pool.take(acquisition.signal) : await this.#pool.main();
       if (transaction) session.inTransaction = true;
       const results = await session.query(this.#statements.tryLock(entry.id, exclusive));
+      // Behind a transaction pooler, the backend to cancel is the one serving this transaction.
+      if (transaction) session.pid = Number((results.at(-2) as { pid?: unknown }[])[0].pid);
       // A multi-statement query (transaction mode) gives one result per statement.
       const rows = (transaction ? results.at(-1) : results) as { ok?: unknown }[];
       if (rows[0]?.ok === true) return { session, exclusive };

@@ -22,7 +22,10 @@ function lockTimeout(ms: number | undefined): string {
 
 /** The statements of one mode. */
 export interface Statements {
-  /** Takes the lock if it is free, never waits. One boolean column `ok`. */
+  /**
+   * Takes the lock if it is free, never waits. One boolean column `ok`; in transaction mode the
+   * result before it has the column `pid`, the backend serving the transaction.
+   */
   tryLock(id: bigint, exclusive: boolean): string;
   /**
    * Waits for the lock in PostgreSQL's own queue, up to `timeout` ms (`lock_timeout`). One row
@@ -61,10 +64,12 @@ export const sessionStatements: Statements = {
  */
 export const transactionStatements: Statements = {
   // A lock's transaction sits idle for long, and its wait may outlast a role's statement_timeout:
-  // neither timeout may end it. Both settings end with the transaction.
+  // neither timeout may end it. Both settings end with the transaction. The backend pid is read
+  // inside the transaction: behind a transaction pooler, only for the length of a transaction is
+  // the server backend ours, and a cancel aimed at another one would hit someone else's query.
   tryLock: (id, exclusive) =>
     `begin; select set_config('idle_in_transaction_session_timeout', '0', true),` +
-    ` set_config('statement_timeout', '0', true);` +
+    ` set_config('statement_timeout', '0', true), pg_backend_pid() as pid;` +
     ` select pg_try_advisory_xact_lock${suffix(exclusive)}(${int8(id)}) as ok`,
   waitLock: (id, exclusive, timeout) =>
     `select pg_advisory_xact_lock${suffix(exclusive)}(${int8(id)}) as ok` +
