@@ -512,6 +512,8 @@ export class LockTable {
     await acquisition.cancelling;
     session.waiting = false;
     if (granted && !session.dead) return { session, exclusive };
+    // Granted on a connection that died right after: the lock went with it.
+    if (granted) error = session.cause;
     if (!acquisition.abandoned) {
       const code = sqlState(error);
       this.#failHead(
