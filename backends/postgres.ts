@@ -27,7 +27,7 @@ import { SessionPool } from "./postgres/pool.ts";
 import { sessionStatements, transactionStatements } from "./postgres/statements.ts";
 
 export { ADVISORY_LOCK_ID_SQL, advisoryLockId } from "./postgres/lock_id.ts";
-export type { PostgresStateOptions } from "./postgres/options.ts";
+export type { PostgresClientOptions, PostgresStateOptions } from "./postgres/options.ts";
 export type { LockMode } from "./postgres/statements.ts";
 
 const log = backendLogger("postgres");
@@ -83,6 +83,8 @@ export class PostgresState extends StateABC {
   readonly #template: postgres.Sql | undefined;
 
   /**
+   * Makes a state; nothing connects before the first request.
+   *
    * @param sql A connection URL (`postgres://user:password@host:port/database`), or a postgres.js
    *   client whose settings the state's own connections copy.
    * @param options Namespace, mode and tuning.
@@ -164,6 +166,7 @@ export class PostgresState extends StateABC {
     return this.#pool.size;
   }
 
+  /** Settles the request in process, then in PostgreSQL; never throws, rejects with LockFailed. */
   protected acquire(key: string, request: LockRequest): Promise<Lock> {
     try {
       return this.#table.acquire(key, request);
@@ -178,10 +181,12 @@ export class PostgresState extends StateABC {
     }
   }
 
+  /** This process's own holders first, then PostgreSQL (a try-lock that is undone at once). */
   protected probe(key: string, exclusive: boolean): Promise<boolean> {
     return this.#table.probe(key, exclusive);
   }
 
+  /** Fails waiters, loses held locks, ends every connection the state opened. */
   protected async shutdown(): Promise<void> {
     this.#table.close();
     await this.#pool.shutdown();

@@ -1,7 +1,10 @@
 /** The options of PostgresState, their defaults and their checks. */
 
-import type postgres from "postgres";
+import type { Options } from "postgres";
 import type { LockMode } from "./statements.ts";
+
+/** postgres.js connection options, as `postgres(url, options)` takes them. */
+export type PostgresClientOptions = Options<Record<string, never>>;
 
 /** Options of {@link PostgresState}. Every field is optional. */
 export interface PostgresStateOptions {
@@ -48,7 +51,7 @@ export interface PostgresStateOptions {
    * `connect_timeout`, `host`, …). Pool settings (`max`, `idle_timeout`, `max_lifetime`) are
    * ignored: every connection of the state is its own client, never recycled.
    */
-  clientOptions?: postgres.Options<Record<string, never>>;
+  clientOptions?: PostgresClientOptions;
 }
 
 /** Options with every default filled in. */
