@@ -245,7 +245,7 @@ async function rawTcp(port: number, next: Next): Promise<void> {
     return;
   }
   const client = await TcpClient.upgraded(port);
-  const choice = integer(next, 4);
+  const choice = integer(next, 6);
   if (choice === 0) {
     client.write(randomBytes(next, 1 + integer(next, 500)));
   } else if (choice === 1) {
@@ -254,6 +254,28 @@ async function rawTcp(port: number, next: Next): Promise<void> {
   } else if (choice === 2) {
     // A frame announcing 2^62 bytes, then nothing of it.
     client.write(new Uint8Array([0x81, 0xff, 0x40, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4]));
+  } else if (choice === 4) {
+    // A hello in fragments with a ping between them is still a hello; then a bogus close frame.
+    const hello = JSON.stringify({ op: "hello", version: 1, token: TOKEN });
+    const cut = 1 + integer(next, hello.length - 1);
+    client.write(encodeFrame(Opcode.text, hello.slice(0, cut), false));
+    client.write(encodeFrame(Opcode.ping, "are you there"));
+    client.write(encodeFrame(0, hello.slice(cut), true)); // continuation
+    const pong = await client.frame((frame) => frame.opcode === Opcode.pong);
+    assert.equal(pong?.payload.toString(), "are you there");
+    const welcome = await client.frame((frame) => frame.opcode === Opcode.text);
+    assert.equal(JSON.parse(welcome!.payload.toString()).op, "welcome");
+    client.sendText({ op: "acquire", id: 0, key: "fuzz/0", exclusive: true });
+    client.write(encodeFrame(Opcode.close, new Uint8Array([0x03, 0xe7, 0xff]))); // code 999, bad UTF-8
+  } else if (choice === 5) {
+    // A flood of protocol-level pings around a hello, then the connection is cut.
+    for (let i = 0; i < 500; i++) client.write(encodeFrame(Opcode.ping, randomBytes(next, 20)));
+    const answer = await client.hello(TOKEN);
+    // Deno answers every ping; Node's ws cuts a client with too many pongs pending.
+    assert.ok(answer === undefined || answer.op === "welcome", JSON.stringify(answer));
+    for (let i = 0; i < 500; i++) client.write(encodeFrame(Opcode.ping, randomBytes(next, 20)));
+    client.sendText({ op: "acquire", id: 0, key: `fuzz/${integer(next, FUZZ_KEYS)}` });
+    client.socket.destroy();
   } else {
     // Authenticated, takes locks, then cut in the middle of a frame.
     await client.hello(TOKEN);
