@@ -150,10 +150,38 @@ export class SessionPool {
       this.#settle(waiter).reject(new PoolClosed());
     }
     const sessions = [...this.#all];
+    const main = this.#mainSession;
     this.#all.clear();
     this.#idle.length = 0;
     this.#mainSession = undefined;
+    await this.#endWaits(sessions, main);
     await Promise.all(sessions.map((session) => session.end()));
+  }
+
+  /**
+   * Ends the backends of sessions blocked in a lock wait. Such a backend does not notice that its
+   * client went away: it would stay in PostgreSQL's queue until granted, ahead of every later
+   * request (an exclusive one there keeps out new readers of a key only readers hold). Never
+   * rejects.
+   */
+  async #endWaits(sessions: Session[], main: Session | undefined): Promise<void> {
+    const pids = sessions.filter((s) => s.waiting && !s.dead && s.pid !== 0).map((s) => s.pid);
+    if (pids.length === 0) return;
+    let sender = main !== undefined && !main.dead
+      ? main
+      : sessions.find((s) => !s.waiting && !s.dead);
+    let temporary: Session | undefined;
+    if (sender === undefined) {
+      // Transaction mode opens the main session only to probe or cancel: open one for this.
+      try {
+        sender = temporary = await Session.open(this.#template, { lost: () => {} });
+      } catch {
+        return;
+      }
+    }
+    await sender.query(`select pg_terminate_backend(pid) from unnest('{${pids}}'::int[]) as pid`)
+      .catch(() => {});
+    await temporary?.end();
   }
 
   async #open(): Promise<Session> {
