@@ -7,6 +7,13 @@
 /** How locks live in the database. */
 export type LockMode = "session" | "transaction";
 
+/**
+ * Milliseconds between the server's checks, during a query, that our end of the connection is
+ * still there (`client_connection_check_interval`, PostgreSQL 14+): how long a wait outlives a
+ * process that died while waiting.
+ */
+export const CONNECTION_CHECK_MS = 1000;
+
 function int8(id: bigint): string {
   return `'${id}'::int8`;
 }
@@ -69,7 +76,10 @@ export const transactionStatements: Statements = {
   // the server backend ours, and a cancel aimed at another one would hit someone else's query.
   tryLock: (id, exclusive) =>
     `begin; select set_config('idle_in_transaction_session_timeout', '0', true),` +
-    ` set_config('statement_timeout', '0', true), pg_backend_pid() as pid;` +
+    ` set_config('statement_timeout', '0', true), pg_backend_pid() as pid,` +
+    // A wait must end when our process died (PostgreSQL 14+; see CONNECTION_CHECK_MS).
+    ` (select set_config('client_connection_check_interval', '${CONNECTION_CHECK_MS}', true)` +
+    ` where current_setting('server_version_num')::int >= 140000);` +
     ` select pg_try_advisory_xact_lock${suffix(exclusive)}(${int8(id)}) as ok`,
   waitLock: (id, exclusive, timeout) =>
     `select pg_advisory_xact_lock${suffix(exclusive)}(${int8(id)}) as ok` +
