@@ -19,8 +19,8 @@ export interface Effort {
   roundMs: number;
 }
 
-/** Full measurement: 3 processes × 3 rounds of about 150 ms each, after calibration and warm-up. */
-export const FULL_EFFORT: Effort = { smoke: false, processes: 3, rounds: 3, roundMs: 150 };
+/** Full measurement: 5 processes × 3 rounds of about 150 ms each, after calibration and warm-up. */
+export const FULL_EFFORT: Effort = { smoke: false, processes: 5, rounds: 3, roundMs: 150 };
 
 /** The CI smoke round: checks that the code runs; the numbers mean nothing. */
 export const SMOKE_EFFORT: Effort = { smoke: true, processes: 1, rounds: 1, roundMs: 0 };
@@ -87,7 +87,7 @@ export function settle(): Promise<void> {
  * thread of the process, the garbage collector's included). An in-process workload never waits
  * for anything outside the process, so its CPU time is its running time, minus the spells in which
  * other processes of a busy machine had the core: those make wall-clock rounds of the same code
- * differ by 2× on a shared machine, CPU time by a few per cent.
+ * differ by 2× on a shared machine. CPU time still moves with what runs on the sibling core.
  */
 export async function timeRun(workload: Workload, ops: number): Promise<number> {
   const started = process.cpuUsage();

@@ -156,7 +156,7 @@ export async function runInProcessGroup(
       `${effort.rounds} timed round${effort.rounds === 1 ? "" : "s"} each after a warm-up), ` +
       "interleaved with the others' processes",
       "CPU time, not wall time: nothing here waits outside the process, and on a busy machine " +
-      "wall-clock rounds of the same code differ by 2× where CPU time differs by a few per cent",
+      "CPU time is disturbed less (not at all is too much to hope for: cores' caches are shared)",
       ...(lacksWithResolvers
         ? [
           "this runtime has no `Promise.withResolvers`, which mortice (it-queue) and " +
