@@ -2,15 +2,17 @@
  * Checks what JSR will show and score, for every entry point of `deno.json` (read from its export
  * map, so a new entry point is checked without editing this file): a `@module` doc with an
  * example, an example on every exported class and function, `deno doc --lint` clean (every
- * exported symbol documented), and `deno publish --dry-run` clean (no slow types, no excluded
- * module). Every check runs; all failures are reported at the end.
+ * exported symbol documented), `deno publish --dry-run` clean (no slow types, no excluded
+ * module), and every module of the package type-checks with `isolatedDeclarations` (stricter than
+ * JSR's slow types: the npm build compiles with it, and would fail later). Every check runs; all
+ * failures are reported at the end.
  *
  * Usage: `deno run --allow-all scripts/check_jsr.ts` (part of `deno task check`).
  *
  * @module
  */
 
-import { readDenoConfig } from "./npm_package/config.ts";
+import { type DenoConfig, readDenoConfig } from "./npm_package/config.ts";
 import { moduleDoc } from "./npm_package/manifest.ts";
 import { runOk, step } from "./npm_package/run.ts";
 
@@ -40,6 +42,29 @@ export function symbolsWithoutExample(doc: DocOutput): string[] {
     }
   }
   return missing;
+}
+
+/**
+ * `deno check` of the entry points with `isolatedDeclarations`, through a config of its own (in a
+ * temporary directory) that has the project's imports: the project's config stays as it is.
+ */
+async function checkIsolatedDeclarations(deno: string, config: DenoConfig, entryPoints: string[]) {
+  const dir = await Deno.makeTempDir({ prefix: "shared-state-isolated-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/deno.json`,
+      JSON.stringify({
+        imports: config.imports,
+        nodeModulesDir: "none",
+        compilerOptions: { isolatedDeclarations: true },
+      }),
+    );
+    await runOk(deno, ["check", "--quiet", "--config", `${dir}/deno.json`, ...entryPoints], {
+      cwd: ROOT,
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 }
 
 async function main(): Promise<void> {
@@ -76,6 +101,10 @@ async function main(): Promise<void> {
   await check(
     `deno doc --lint ${entryPoints.join(" ")}`,
     () => runOk(deno, ["doc", "--lint", ...entryPoints], { cwd: ROOT }),
+  );
+  await check(
+    "declarations need no inference (isolatedDeclarations, as the npm build compiles)",
+    () => checkIsolatedDeclarations(deno, config, entryPoints),
   );
   await check(
     "deno publish --dry-run",
