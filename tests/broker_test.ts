@@ -192,6 +192,13 @@ describe("broker: a served state", () => {
   });
 });
 
+/**
+ * Heartbeat interval of the half-open tests. A side declares the other dead after two silent
+ * intervals, so the interval must outlast an event-loop stall of a loaded CI machine (stalls of
+ * over 200 ms were seen there with 40 ms), or a live connection is declared dead.
+ */
+const HALF_OPEN_HEARTBEAT = 250;
+
 describe("broker: losing the connection", () => {
   it("when the broker stops: held locks are lost, waits fail, and new requests reconnect", async () => {
     const served = new LocalState();
@@ -248,11 +255,11 @@ describe("broker: losing the connection", () => {
 
   it("notices a half-open connection on both sides through heartbeats", async () => {
     const served = new LocalState();
-    const broker = await startBroker(served, { token: TOKEN, heartbeatInterval: 40 });
+    const broker = await startBroker(served, { token: TOKEN, heartbeatInterval: HALF_OPEN_HEARTBEAT });
     const proxy = await startFreezingProxy(broker.port);
     const viaProxy = new BrokerState(
       proxy.url,
-      await clientOptions(TOKEN, { heartbeatInterval: 40 }),
+      await clientOptions(TOKEN, { heartbeatInterval: HALF_OPEN_HEARTBEAT }),
     );
     const direct = new BrokerState(broker.url, await clientOptions(TOKEN));
     const lock = await viaProxy.getLock("half-open/k");
@@ -275,9 +282,9 @@ describe("broker: losing the connection", () => {
 
   it("reconnects for new requests after a loss, and keeps serving locks taken after it", async () => {
     const served = new LocalState();
-    const broker = await startBroker(served, { token: TOKEN, heartbeatInterval: 40 });
+    const broker = await startBroker(served, { token: TOKEN, heartbeatInterval: HALF_OPEN_HEARTBEAT });
     const proxy = await startFreezingProxy(broker.port);
-    const state = new BrokerState(proxy.url, await clientOptions(TOKEN, { heartbeatInterval: 40 }));
+    const state = new BrokerState(proxy.url, await clientOptions(TOKEN, { heartbeatInterval: HALF_OPEN_HEARTBEAT }));
     const first: Lock = await state.getLock("reconnect/k");
     proxy.freeze();
     await aborted(first.signal);
