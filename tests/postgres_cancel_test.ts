@@ -93,8 +93,9 @@ describe("PostgresState under stray cancels", { skip }, () => {
         assert.ok(reason instanceof LockLost);
       }
       await lock.release();
+      // The state goes on working. (Not checked in pg_locks: with 2 ms heartbeats, a loaded
+      // machine may rightly declare the new connection dead too.)
       const again = await state.getLock("cancelled", { timeout: 5000 });
-      assert.equal((await advisoryLocksOf(admin!, app)).length, 1);
       await again.release();
     } finally {
       await state.close();
