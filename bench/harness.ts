@@ -19,8 +19,8 @@ export interface Effort {
   roundMs: number;
 }
 
-/** Full measurement: 5 processes × 3 rounds of about 150 ms each, after calibration and warm-up. */
-export const FULL_EFFORT: Effort = { smoke: false, processes: 5, rounds: 3, roundMs: 150 };
+/** Full measurement: 4 processes × 3 rounds of about 150 ms each, after calibration and warm-up. */
+export const FULL_EFFORT: Effort = { smoke: false, processes: 4, rounds: 3, roundMs: 150 };
 
 /** The CI smoke round: checks that the code runs; the numbers mean nothing. */
 export const SMOKE_EFFORT: Effort = { smoke: true, processes: 1, rounds: 1, roundMs: 0 };

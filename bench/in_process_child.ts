@@ -40,24 +40,37 @@ function keepAlive(value: unknown): void {
   sink.pop();
 }
 
-/** One timed round; a fresh set of locks each time. */
+/**
+ * The heap a fresh set of locks retains after `ops` operations, or `undefined` without `gc()`.
+ * Untimed: the forced full GCs shrink V8's young generation, so that the code run right after
+ * scavenges more often, which would tax the libraries that allocate more per operation.
+ */
+async function measureHeap(
+  subject: Subject,
+  scenario: Scenario,
+  ops: number,
+): Promise<number | undefined> {
+  if (!canCollectGarbage) return undefined;
+  const locker = subject.create(scenario.needsShared);
+  const before = liveHeap();
+  await scenario.workload(locker)(ops);
+  await settle(); // a library's deferred clean-up counts as done
+  const heap = liveHeap() - before;
+  keepAlive(locker);
+  // An untimed run lets the young generation grow back before the next timed one.
+  await scenario.workload(subject.create(scenario.needsShared))(ops);
+  return heap;
+}
+
+/** One timed round on a fresh set of locks; no forced GC anywhere near it. */
 async function measureRound(
   subject: Subject,
   scenario: Scenario,
   ops: number,
 ): Promise<{ rate: number; heap?: number }> {
-  const locker = subject.create(scenario.needsShared);
-  const workload = scenario.workload(locker);
-  // A forced full GC shrinks the young generation, so that the round after it scavenges more
-  // often: that would tax allocation-heavy libraries for the measuring. Only the heap row has one.
-  const before = scenario.measuresHeap ? liveHeap() : 0;
-  const ms = await timeRun(workload, ops);
-  const rate = ops / (Math.max(ms, 0.001) / 1000);
-  if (!scenario.measuresHeap || !canCollectGarbage) return { rate };
-  await settle(); // a library's deferred clean-up counts as done
-  const heap = liveHeap() - before;
-  keepAlive(locker);
-  return { rate, heap };
+  const heap = scenario.measuresHeap ? await measureHeap(subject, scenario, ops) : undefined;
+  const ms = await timeRun(scenario.workload(subject.create(scenario.needsShared)), ops);
+  return { rate: ops / (Math.max(ms, 0.001) / 1000), heap };
 }
 
 /** Warms up and picks the operation count of a round. */

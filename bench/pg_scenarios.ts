@@ -49,12 +49,6 @@ export const HELD_LOCKS = 1_000;
 /** The rows, in table order. */
 export const PG_SCENARIOS: readonly PgScenario[] = [
   {
-    id: "ping",
-    title: "`select 1` round trip (floor's unit)",
-    processes: 1,
-    plan: { kind: "ping", tasks: 1, keys: 1, sharedFraction: 0 },
-  },
-  {
     id: "uncontended",
     title: "uncontended exclusive acquire+release",
     processes: 1,

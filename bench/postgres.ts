@@ -110,6 +110,8 @@ interface Measurement {
   rate: number;
   /** With interleaved round trips: the latency of one operation ÷ two round trips' latency. */
   perTwoRoundTrips?: number;
+  /** With interleaved round trips: their rate. */
+  pingRate?: number;
 }
 
 /** One timed measurement: the scenario's processes start together. */
@@ -138,7 +140,11 @@ async function measureOnce(
   const rate = results.reduce((sum, { ops, ms }) => sum + ops / (ms / 1000), 0);
   const [{ ops, ms, pings, pingMs }] = results;
   if (pings === undefined || pingMs === undefined || ops === 0 || pings === 0) return { rate };
-  return { rate, perTwoRoundTrips: (ms / ops) / (2 * pingMs / pings) };
+  return {
+    rate,
+    perTwoRoundTrips: (ms / ops) / (2 * pingMs / pings),
+    pingRate: pings / pingMs * 1000,
+  };
 }
 
 /** Holds locks in a fresh process and counts its connections in `pg_stat_activity`. */
@@ -199,6 +205,20 @@ function judge(scenario: PgScenario, cells: Record<string, Cell>, factors: Recor
   return "";
 }
 
+/** The floor's unit: `select 1` round trips, timed alongside the uncontended row's locks. */
+function pingRow(rate: number): ScenarioResult {
+  const cells: Record<string, Cell> = {};
+  for (const subject of PG_SUBJECTS) {
+    cells[subject.name] = subject.floor ? { opsPerSec: rate } : { skipped: "floor only" };
+  }
+  return {
+    title: "`select 1` round trip, timed alongside the next row",
+    unit: "ops/s",
+    targetFastest: false,
+    cells,
+  };
+}
+
 function safeUrl(url: string): string {
   try {
     const parsed = new URL(url);
@@ -257,12 +277,16 @@ export async function runPostgresGroups(
       } else {
         const rates = new Map<string, number[]>(subjects.map((subject) => [subject.name, []]));
         const factors = new Map<string, number[]>(subjects.map((subject) => [subject.name, []]));
+        const pingRates: number[] = [];
         for (let round = 0; round < pg.rounds; round++) {
           for (let i = 0; i < subjects.length; i++) {
             const subject = subjects[(i + round) % subjects.length];
-            const { rate, perTwoRoundTrips } = await measureOnce(subject, scenario, url, pg, round);
-            rates.get(subject.name)!.push(rate);
-            if (perTwoRoundTrips !== undefined) factors.get(subject.name)!.push(perTwoRoundTrips);
+            const measured = await measureOnce(subject, scenario, url, pg, round);
+            rates.get(subject.name)!.push(measured.rate);
+            if (measured.perTwoRoundTrips !== undefined) {
+              factors.get(subject.name)!.push(measured.perTwoRoundTrips);
+            }
+            if (measured.pingRate !== undefined) pingRates.push(measured.pingRate);
           }
         }
         for (const [name, values] of factors) {
@@ -276,6 +300,7 @@ export async function runPostgresGroups(
             );
           }
         }
+        if (pingRates.length > 0) rows.push(pingRow(median(pingRates)));
         for (const subject of subjects) {
           const tasks = tasksFor(subject, scenario);
           cells[subject.name] = {
@@ -309,7 +334,8 @@ export async function runPostgresGroups(
         ...remarks,
         "the uncontended row alternates 10 slices of locking with 10 slices of `select 1` round " +
         "trips on a connection of its own, in the same process, so that the latency target " +
-        "compares numbers taken at the same moments",
+        "compares numbers taken at the same moments; the round-trip row is the median of those " +
+        "slices over every subject's processes",
         `every measurement runs in fresh processes (${pg.warmupMs} ms warm-up, then ` +
         `${pg.runMs} ms timed, all processes of a row started together); the subjects take ` +
         `turns round by round; rates are summed over the processes of a row`,
