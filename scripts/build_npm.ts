@@ -9,7 +9,7 @@
  *    source maps) and the tests beside them, resolving packages from `npm/node_modules`.
  * 3. `node --test` runs the compiled tests (`*_test.js`) against the compiled package, and the
  *    run is refused if no test passed, a test file registered no test, or, with
- *    `REQUIRE_POSTGRES=1`, a PostgreSQL test or suite was skipped.
+ *    `REQUIRE_POSTGRES=1`, a test or suite was skipped for want of PostgreSQL.
  * 4. The packaging checks of `check_npm.ts`.
  *
  * Usage: `deno task build:npm [--skip-tests] [--skip-checks]`. `DATABASE_URL` and

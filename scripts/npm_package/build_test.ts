@@ -213,11 +213,14 @@ describe("Node test run", () => {
         { name: "pg part", suite: true, reason: "SKIPPED: no PostgreSQL server answers" },
         { name: "gc", suite: false, reason: "no gc" },
       ]),
-      "esm/tests/postgres_x_test.js": file(0, [{ name: "all", suite: true, reason: "" }]),
+      "esm/tests/postgres_x_test.js": file(0, [
+        { name: "all", suite: true, reason: "" },
+        { name: "pooler", suite: true, reason: "SKIPPED: set POOLER_URL to a pooler (PgBouncer)" },
+      ]),
     };
     assert.deepEqual(runProblems(summary, false), []);
     const problems = runProblems(summary, true);
-    assert.equal(problems.length, 2);
+    assert.equal(problems.length, 2, problems.join("\n"));
     assert.match(problems[0], /local_test.js: REQUIRE_POSTGRES=1, but suite "pg part" was skipped/);
     assert.match(problems[1], /postgres_x_test.js: REQUIRE_POSTGRES=1, but suite "all"/);
   });

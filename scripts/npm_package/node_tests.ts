@@ -2,7 +2,7 @@
  * Runs the compiled tests under Node (`node --test`) against the compiled package, one test file
  * at a time (as `deno test` does), counts what ran, and refuses a run that tested nothing: no
  * passing test at all, a test file that registered no test, or, with `REQUIRE_POSTGRES=1`, a
- * skipped PostgreSQL test or suite.
+ * test or suite skipped for want of the PostgreSQL server.
  *
  * @module
  */
@@ -48,9 +48,14 @@ export interface NodeTestOptions {
 
 const REPORTER = new URL("./node_reporter.mjs", import.meta.url).href;
 
-/** Whether a skip is of a PostgreSQL test: in a `postgres*` test file, or giving it as reason. */
+/**
+ * Whether a skip is one that `REQUIRE_POSTGRES=1` forbids: its reason is the PostgreSQL server
+ * (or `DATABASE_URL`), or it gives no reason in a `postgres*` test file. A test that skips for
+ * want of something else (a pooler at `POOLER_URL`) is listed, not refused.
+ */
 function isPostgresSkip(file: string, skipped: Skipped): boolean {
-  return /(^|\/)postgres[^/]*$/.test(file) || /postgres/i.test(skipped.reason);
+  if (/postgres|DATABASE_URL/i.test(skipped.reason)) return true;
+  return skipped.reason === "" && /(^|\/)postgres[^/]*$/.test(file);
 }
 
 /** What is wrong with a run, judged from its summary; `[]` when nothing. */
