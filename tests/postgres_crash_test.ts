@@ -16,6 +16,7 @@ import {
   eventually,
   lockPids,
   postgresSkip,
+  runName,
   testState,
 } from "./postgres_env.ts";
 
@@ -43,7 +44,7 @@ describe("PostgresState in a process that dies while waiting", { skip }, () => {
       const later = testState(`${app}-later`, { namespace });
       try {
         const read = await readers.getLock("crash", { exclusive: false });
-        const args = [DATABASE_URL, namespace, "crash", mode, app];
+        const args = [DATABASE_URL, namespace, "crash", mode, runName(app)];
         const child = spawn(
           process.execPath,
           isDeno ? ["run", "--allow-all", waiterPath, ...args] : [waiterPath, ...args],

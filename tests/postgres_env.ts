@@ -42,6 +42,15 @@ export function postgresSkip(): Promise<string | false> {
 }
 
 /**
+ * The `application_name` that a test's connections carry for `name`: the name and this process's
+ * id, so that test runs sharing a server (two developers, overlapping CI jobs) never count each
+ * other's sessions and locks. The helpers below take the bare name.
+ */
+export function runName(name: string): string {
+  return `${name}#${process.pid}`;
+}
+
+/**
  * A state whose connections carry `application_name`, so that tests can find its sessions in
  * `pg_stat_activity` and its locks in `pg_locks` while other test files run.
  */
@@ -53,7 +62,10 @@ export function testState(
     ...options,
     clientOptions: {
       ...options.clientOptions,
-      connection: { ...options.clientOptions?.connection, application_name: applicationName },
+      connection: {
+        ...options.clientOptions?.connection,
+        application_name: runName(applicationName),
+      },
     },
   });
 }
@@ -66,7 +78,7 @@ export async function advisoryLocksOf(
   const rows = await sql<{ pid: number; mode: string; granted: boolean; id: string }[]>`
     select l.pid, l.mode, l.granted, ((l.classid::int8 << 32) | l.objid::int8)::text as id
     from pg_locks l join pg_stat_activity a on a.pid = l.pid
-    where l.locktype = 'advisory' and a.application_name = ${applicationName}`;
+    where l.locktype = 'advisory' and a.application_name = ${runName(applicationName)}`;
   // A plain array, so that `assert.deepEqual(rows, [])` compares contents, not prototypes.
   return [...rows];
 }
@@ -74,7 +86,7 @@ export async function advisoryLocksOf(
 /** Backend pids of the sessions named `applicationName`. */
 export async function sessionsOf(sql: postgres.Sql, applicationName: string): Promise<number[]> {
   const rows = await sql`
-    select pid from pg_stat_activity where application_name = ${applicationName}`;
+    select pid from pg_stat_activity where application_name = ${runName(applicationName)}`;
   return rows.map((row) => Number(row.pid));
 }
 

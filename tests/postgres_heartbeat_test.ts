@@ -17,6 +17,7 @@ import {
   DATABASE_URL,
   lockPids,
   postgresSkip,
+  runName,
   terminate,
   within,
 } from "./postgres_env.ts";
@@ -101,7 +102,7 @@ describe("PostgresState heartbeats", { skip }, () => {
     const state = new PostgresState(url, {
       namespace,
       heartbeatInterval: 50,
-      clientOptions: { connection: { application_name: app } },
+      clientOptions: { connection: { application_name: runName(app) } },
     });
     try {
       const locks = await Promise.all(["s/1", "s/2", "s/3"].map((key) => state.getLock(key)));
@@ -133,7 +134,7 @@ describe("PostgresState heartbeats", { skip }, () => {
     const state = new PostgresState(url, {
       namespace,
       heartbeatInterval: interval,
-      clientOptions: { connection: { application_name: app } },
+      clientOptions: { connection: { application_name: runName(app) } },
     });
     try {
       const lock = await state.getLock("late");

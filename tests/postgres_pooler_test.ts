@@ -15,7 +15,7 @@ import { LockFailed } from "../mod.ts";
 import { PostgresState } from "../backends/postgres.ts";
 import { conformanceSuite } from "./conformance.ts";
 import { macrotask, random } from "./helpers.ts";
-import { adminClient, advisoryLocksOf, postgresSkip, testState } from "./postgres_env.ts";
+import { adminClient, advisoryLocksOf, postgresSkip, runName, testState } from "./postgres_env.ts";
 
 const POOLER_URL = process.env.POOLER_URL;
 const serverSkip = await postgresSkip();
@@ -30,7 +30,7 @@ function pooledState(namespace: string, options = {}): PostgresState {
   return new PostgresState(POOLER_URL!, {
     namespace,
     mode: "transaction",
-    clientOptions: { connection: { application_name: APP } },
+    clientOptions: { connection: { application_name: runName(APP) } },
     ...options,
   });
 }

@@ -14,7 +14,13 @@ import { spawn } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
-import { adminClient, advisoryLocksOf, DATABASE_URL, postgresSkip } from "./postgres_env.ts";
+import {
+  adminClient,
+  advisoryLocksOf,
+  DATABASE_URL,
+  postgresSkip,
+  runName,
+} from "./postgres_env.ts";
 import type { WorkerConfig, WorkerReport } from "./postgres_worker.ts";
 
 const skip = await postgresSkip();
@@ -136,7 +142,7 @@ describe(`PostgresState across ${PROCESSES} OS processes`, { skip }, () => {
         namespace,
         mode: index % 2 === 0 ? "session" : "transaction",
         handoffWindow: [100, 0, 5, 100][index],
-        applicationName: APP,
+        applicationName: runName(APP),
         keys,
         loops: 3,
         iterations: 40,

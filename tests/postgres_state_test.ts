@@ -17,6 +17,7 @@ import {
   eventually,
   lockPids,
   postgresSkip,
+  runName,
   sessionsOf,
   testState,
   within,
@@ -120,7 +121,7 @@ describe("PostgresState against a server", { skip }, () => {
     const sql = postgres(DATABASE_URL, {
       max: 1,
       onnotice: () => {},
-      connection: { application_name: "ss-test-given" },
+      connection: { application_name: runName("ss-test-given") },
     });
     try {
       const state = new PostgresState(sql, { namespace });
