@@ -52,8 +52,9 @@ async function measureHeap(
 ): Promise<number | undefined> {
   if (!canCollectGarbage) return undefined;
   const locker = subject.create(scenario.needsShared);
+  const workload = scenario.workload(locker); // (makes the scenario's shared keys, if not yet)
   const before = liveHeap();
-  await scenario.workload(locker)(ops);
+  await workload(ops);
   await settle(); // a library's deferred clean-up counts as done
   const heap = liveHeap() - before;
   keepAlive(locker);
