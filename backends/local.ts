@@ -5,10 +5,10 @@
  */
 
 import { LockFailed } from "../errors.ts";
-import { BaseLock } from "../internal/base_lock.ts";
+import { BaseLock, RELEASED } from "../internal/base_lock.ts";
 import { DeadlineTimer } from "../internal/deadline.ts";
 import { append, type List, unlink } from "../internal/intrusive_list.ts";
-import { backendLogger } from "../internal/log.ts";
+import { backendLogger, debugEnabled } from "../internal/log.ts";
 import { type Lock, type LockRequest, StateABC } from "../state.ts";
 
 const log = backendLogger("local");
@@ -67,7 +67,7 @@ class LocalLock extends BaseLock {
 
   protected unlock(): Promise<void> {
     if (!this.#state.closed) this.#release(this);
-    return Promise.resolve();
+    return RELEASED;
   }
 }
 
@@ -187,7 +187,7 @@ export class LocalState extends StateABC {
       };
       signal.addEventListener("abort", waiting.onAbort, { once: true });
     }
-    if (log.isEnabledFor("debug")) {
+    if (debugEnabled(log)) {
       log.debug("{name}: waiting for {mode} lock on {key}", {
         name: this.#name,
         mode: exclusive ? "exclusive" : "shared",

@@ -10,6 +10,9 @@ const DEFAULT_REQUEST: LockRequest = Object.freeze({
   signal: undefined,
 });
 
+/** The request of `{ exclusive: false }` alone, the common shared case, made once. */
+const SHARED_REQUEST: LockRequest = Object.freeze({ ...DEFAULT_REQUEST, exclusive: false });
+
 function show(value: unknown): string {
   if (typeof value === "string") return JSON.stringify(value.slice(0, 40));
   if (typeof value === "bigint") return `${value}n`;
@@ -51,6 +54,9 @@ export function parseLockOptions(options: LockOptions | undefined): LockRequest 
   checkOptionsObject(options);
   const exclusive = parseExclusive(options.exclusive);
   const { timeout, signal } = options;
+  if (timeout === undefined && signal === undefined) {
+    return exclusive ? DEFAULT_REQUEST : SHARED_REQUEST;
+  }
   if (timeout !== undefined) {
     if (typeof timeout !== "number") {
       throw new TypeError(`options.timeout must be a number of milliseconds, got ${show(timeout)}`);

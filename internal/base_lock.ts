@@ -3,7 +3,8 @@
 import { type LockErrorDetails, LockLost } from "../errors.ts";
 import type { Lock } from "../state.ts";
 
-const RELEASED: Promise<void> = Promise.resolve();
+/** A settled `release()` result, shared: freeing many locks needs no promise each. */
+export const RELEASED: Promise<void> = Promise.resolve();
 
 /**
  * A held lock. A backend subclass frees the lock in {@link BaseLock.unlock}, and calls

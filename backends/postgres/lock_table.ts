@@ -11,7 +11,7 @@
  */
 
 import { LockFailed } from "../../errors.ts";
-import { BaseLock } from "../../internal/base_lock.ts";
+import { BaseLock, RELEASED } from "../../internal/base_lock.ts";
 import { DeadlineTimer } from "../../internal/deadline.ts";
 import { append, type List, unlink } from "../../internal/intrusive_list.ts";
 import { backendLogger } from "../../internal/log.ts";
@@ -29,8 +29,6 @@ import {
 } from "./statements.ts";
 
 const log = backendLogger("postgres");
-
-const RESOLVED: Promise<void> = Promise.resolve();
 
 /** How long an abandoned timed-out wait may outlive its deadline before it is cancelled. */
 const TIMEOUT_CANCEL_GRACE = 1000;
@@ -242,13 +240,13 @@ export class LockTable {
 
   /** Called by a holder's `release()`. Resolves once the database lock is freed, if it is. */
   release(lock: PostgresLock): Promise<void> {
-    if (this.#closed) return RESOLVED;
+    if (this.#closed) return RELEASED;
     const entry = lock.entry;
     unlink(entry.holders, lock);
     entry.count--;
     if (lock.exclusive) entry.exclusiveHeld = false;
     this.#pump(entry);
-    return entry.releasing ?? RESOLVED;
+    return entry.releasing ?? RELEASED;
   }
 
   /** The session under a database lock died: its local holders lose their locks. */
