@@ -6,6 +6,8 @@
  * - {@link LocalState}: in memory, for the tasks of one process.
  * - `PostgresState` (`@momotor/shared-state/postgres`): PostgreSQL advisory locks, across
  *   processes and machines.
+ * - `BrokerState` and `brokerHandler` (`@momotor/shared-state/broker`): one state served to
+ *   workers over WebSocket.
  *
  * This entry point uses web-standard APIs only and pulls in no database driver.
  *
