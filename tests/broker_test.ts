@@ -255,7 +255,10 @@ describe("broker: losing the connection", () => {
 
   it("notices a half-open connection on both sides through heartbeats", async () => {
     const served = new LocalState();
-    const broker = await startBroker(served, { token: TOKEN, heartbeatInterval: HALF_OPEN_HEARTBEAT });
+    const broker = await startBroker(served, {
+      token: TOKEN,
+      heartbeatInterval: HALF_OPEN_HEARTBEAT,
+    });
     const proxy = await startFreezingProxy(broker.port);
     const viaProxy = new BrokerState(
       proxy.url,
@@ -282,9 +285,15 @@ describe("broker: losing the connection", () => {
 
   it("reconnects for new requests after a loss, and keeps serving locks taken after it", async () => {
     const served = new LocalState();
-    const broker = await startBroker(served, { token: TOKEN, heartbeatInterval: HALF_OPEN_HEARTBEAT });
+    const broker = await startBroker(served, {
+      token: TOKEN,
+      heartbeatInterval: HALF_OPEN_HEARTBEAT,
+    });
     const proxy = await startFreezingProxy(broker.port);
-    const state = new BrokerState(proxy.url, await clientOptions(TOKEN, { heartbeatInterval: HALF_OPEN_HEARTBEAT }));
+    const state = new BrokerState(
+      proxy.url,
+      await clientOptions(TOKEN, { heartbeatInterval: HALF_OPEN_HEARTBEAT }),
+    );
     const first: Lock = await state.getLock("reconnect/k");
     proxy.freeze();
     await aborted(first.signal);
