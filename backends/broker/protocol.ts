@@ -10,10 +10,10 @@ export const PROTOCOL_VERSION = 1;
  * Largest frame a peer may send. A key of {@link MAX_KEY_LENGTH} UTF-16 code units takes at most
  * 6 bytes per unit in JSON (`\u0000`), so any legal key fits with room to spare.
  */
-export const MAX_FRAME_BYTES = 2 * 1024 * 1024;
+export const MAX_FRAME_BYTES: number = 2 * 1024 * 1024;
 
 /** Longest key, in UTF-16 code units (256 Ki; a 64 KiB key fits four times over). */
-export const MAX_KEY_LENGTH = 256 * 1024;
+export const MAX_KEY_LENGTH: number = 256 * 1024;
 
 /** Longest token the broker reads; a longer `hello` is refused. */
 export const MAX_TOKEN_LENGTH = 4096;
@@ -22,7 +22,7 @@ export const MAX_TOKEN_LENGTH = 4096;
  * Default for the most reply bytes the broker queues for one client that does not read them;
  * beyond, the connection is closed (1008) and everything it held released.
  */
-export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_MAX_BUFFERED_BYTES: number = 16 * 1024 * 1024;
 
 /** Default for how often, in milliseconds, the client pings the broker. */
 export const DEFAULT_HEARTBEAT_INTERVAL = 5000;

@@ -46,7 +46,7 @@ let sessionCounter = 0;
 /** A dedicated connection. Create with {@link Session.open}. */
 export class Session {
   /** A number for debug logs. */
-  readonly number = ++sessionCounter;
+  readonly number: number = ++sessionCounter;
   /** The server process id (`pg_backend_pid()`), 0 until open. */
   pid = 0;
   /** Set once the connection is gone or ended; then every query rejects. */
