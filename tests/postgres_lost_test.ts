@@ -199,7 +199,7 @@ describe("PostgresState when its connections die", { skip }, () => {
               ? { exclusive, timeout: 0 }
               : roll < 0.6
               ? { exclusive, timeout: next() * 20 }
-              : { exclusive, signal: AbortSignal.timeout(1 + next() * 30) };
+              : { exclusive, signal: AbortSignal.timeout(Math.ceil(1 + next() * 30)) };
             try {
               const lock = await state.getLock(key, options);
               tally.acquired++;
