@@ -15,6 +15,7 @@ import { createInterface } from "node:readline";
 import postgres from "postgres";
 import { LockFailed } from "../mod.ts";
 import { PostgresState } from "../backends/postgres.ts";
+import { random } from "./helpers.ts";
 
 /** What the parent tells a child. */
 export interface WorkerConfig {
@@ -45,17 +46,6 @@ export interface WorkerReport {
   exclusive: number;
   shared: number;
   failed: number;
-}
-
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
