@@ -264,6 +264,42 @@ describe("PostgresState against a server", { skip }, () => {
     }
   });
 
+  it("reuses spare connections across waits, and ends them once unused for a while", async () => {
+    const app = "ss-test-spares";
+    const holder = testState(`${app}-holder`, { namespace });
+    const state = testState(app, { namespace, keepIdleConnections: 2 });
+    try {
+      const keys = ["spares/a", "spares/b"];
+      // Each round makes two requests wait in PostgreSQL at once, on spare connections.
+      const pidsSeen = new Set<number>();
+      for (let round = 0; round < 5; round++) {
+        const held = await Promise.all(keys.map((key) => holder.getLock(key)));
+        const waits = keys.map((key) => watch(state.getLock(key)));
+        await eventually(
+          async () => (await lockPids(admin!, app, false)).length === 2,
+          "both requests waiting in PostgreSQL",
+        );
+        for (const pid of await lockPids(admin!, app, false)) pidsSeen.add(pid);
+        await Promise.all(held.map((lock) => lock.release()));
+        await Promise.all(waits.map((wait) => wait.done));
+        for (const wait of waits) {
+          assert.equal(wait.outcome.status, "fulfilled");
+          await (wait.outcome as { value: Lock }).value.release();
+        }
+      }
+      assert.equal(pidsSeen.size, 2, `five rounds of two waits used ${pidsSeen.size} connections`);
+      // Idle spares are ended after SPARE_IDLE_MS (5 s); the main connection stays.
+      await eventually(
+        () => Promise.resolve(state.connections === 1),
+        "idle spare connections ended",
+        15_000,
+      );
+      assert.equal((await sessionsOf(admin!, app)).length, 1);
+    } finally {
+      await Promise.all([holder.close(), state.close()]);
+    }
+  });
+
   it("lets a remote writer in while local readers keep coming (no starvation)", async () => {
     const key = "starvation";
     const readers = testState("ss-test-readers", { namespace });

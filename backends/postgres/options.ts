@@ -42,7 +42,11 @@ export interface PostgresStateOptions {
    * `0` always goes through PostgreSQL. Default 100.
    */
   handoffWindow?: number;
-  /** Idle spare connections kept open for the next wait or transaction. Default 1. */
+  /**
+   * Idle spare connections kept open for the next wait or transaction, each for at most 5 s after
+   * its last use. Default 4: fewer than the keys a process waits on at once make every finished
+   * wait end a connection and the next wait open one (a server process each).
+   */
   keepIdleConnections?: number;
   /** A name for this state in debug logs. Default `"postgres"`. */
   name?: string;
@@ -112,7 +116,7 @@ export function resolveOptions(options: PostgresStateOptions | undefined): Resol
     mode,
     name,
     maxConnections: count(options.maxConnections, "maxConnections", 10, 2),
-    keepIdleConnections: count(options.keepIdleConnections, "keepIdleConnections", 1, 0),
+    keepIdleConnections: count(options.keepIdleConnections, "keepIdleConnections", 4, 0),
     heartbeatInterval: milliseconds(options.heartbeatInterval, "heartbeatInterval", 5000),
     handoffWindow: milliseconds(options.handoffWindow, "handoffWindow", 100),
   };

@@ -27,6 +27,9 @@ interface SessionWaiter {
   onAbort: (() => void) | undefined;
 }
 
+/** How long an idle spare session stays open unused, in milliseconds. */
+export const SPARE_IDLE_MS = 5_000;
+
 /** The pool was shut down. */
 export class PoolClosed extends Error {
   constructor() {
@@ -41,6 +44,8 @@ export class SessionPool {
   readonly #options: PoolOptions;
   readonly #all = new Set<Session>();
   readonly #idle: Session[] = [];
+  /** When each idle spare is ended unless taken first. */
+  readonly #expiry = new Map<Session, ReturnType<typeof setTimeout>>();
   readonly #waiters: List<SessionWaiter> = { head: undefined, tail: undefined };
   #opening = 0;
   #mainSession: Session | undefined;
@@ -84,7 +89,9 @@ export class SessionPool {
     if (this.#closed) return Promise.reject(new PoolClosed());
     if (signal?.aborted) return Promise.reject(signal.reason);
     while (this.#idle.length > 0) {
+      // The most recently used first, so that the others expire when fewer are needed.
       const session = this.#idle.pop()!;
+      this.#unexpire(session);
       if (!session.dead) return Promise.resolve(session);
     }
     if (this.size < this.#options.maxConnections) return this.#open();
@@ -121,6 +128,7 @@ export class SessionPool {
       this.#settle(waiter).resolve(session);
     } else if (this.#idle.length < this.#options.keepIdle) {
       this.#idle.push(session);
+      this.#expire(session);
     } else {
       this.#forget(session);
       session.end();
@@ -153,6 +161,8 @@ export class SessionPool {
     const main = this.#mainSession;
     this.#all.clear();
     this.#idle.length = 0;
+    for (const timer of this.#expiry.values()) clearTimeout(timer);
+    this.#expiry.clear();
     this.#mainSession = undefined;
     await this.#endWaits(sessions, main);
     await Promise.all(sessions.map((session) => session.end()));
@@ -211,12 +221,32 @@ export class SessionPool {
     if (!this.#all.delete(session)) return;
     const index = this.#idle.indexOf(session);
     if (index >= 0) this.#idle.splice(index, 1);
+    this.#unexpire(session);
     if (this.#all.size === 0) this.#stopHeartbeat();
     const waiter = this.#waiters.head;
     if (waiter !== undefined && !this.#closed && this.size < this.#options.maxConnections) {
       const { resolve, reject } = this.#settle(waiter);
       this.#open().then(resolve, reject);
     }
+  }
+
+  /**
+   * Ends an idle spare after {@link SPARE_IDLE_MS} unused: a burst of waits reuses its
+   * connections (each new one is a server process), and a quiet process gives them back.
+   */
+  #expire(session: Session): void {
+    const timer = setTimeout(() => {
+      this.#expiry.delete(session);
+      this.#forget(session);
+      session.end();
+    }, SPARE_IDLE_MS);
+    unrefTimer(timer);
+    this.#expiry.set(session, timer);
+  }
+
+  #unexpire(session: Session): void {
+    clearTimeout(this.#expiry.get(session));
+    this.#expiry.delete(session);
   }
 
   #settle(waiter: SessionWaiter): SessionWaiter {
