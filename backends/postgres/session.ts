@@ -11,7 +11,7 @@
 
 import postgres from "postgres";
 import { backendLogger } from "../../internal/log.ts";
-import { CONNECTION_CHECK_MS, SQLSTATE, sqlState } from "./statements.ts";
+import { SESSION_SETTINGS, SQLSTATE, sqlState } from "./statements.ts";
 
 const log = backendLogger("postgres");
 
@@ -105,18 +105,7 @@ export class Session {
    */
   static async open(template: SessionTemplate, events: SessionEvents): Promise<Session> {
     const session = new Session(template, events);
-    const settings = template.sessionSettings
-      // A lock holder sits idle for long; the server must not end its session for that. And a
-      // backend blocked in a lock wait must notice when our process died, or it stays in the
-      // queue until granted, ahead of everyone after it. The last two settings exist from
-      // PostgreSQL 14 on, hence the guard.
-      ? `, set_config('statement_timeout', '0', false)` +
-        `, set_config('idle_in_transaction_session_timeout', '0', false)` +
-        `, (select set_config('idle_session_timeout', '0', false)` +
-        ` where current_setting('server_version_num')::int >= 140000)` +
-        `, (select set_config('client_connection_check_interval', '${CONNECTION_CHECK_MS}', false)` +
-        ` where current_setting('server_version_num')::int >= 140000)`
-      : "";
+    const settings = template.sessionSettings ? `, ${SESSION_SETTINGS}` : "";
     try {
       const rows = await session.#sql.unsafe(`select pg_backend_pid() as pid${settings}`);
       session.pid = Number(rows[0].pid);

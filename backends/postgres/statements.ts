@@ -12,7 +12,31 @@ export type LockMode = "session" | "transaction";
  * still there (`client_connection_check_interval`, PostgreSQL 14+): how long a wait outlives a
  * process that died while waiting.
  */
-export const CONNECTION_CHECK_MS = 1000;
+const CONNECTION_CHECK_MS = 1000;
+
+/**
+ * A select-list item that sets `name` for the session, or with `local` for the transaction. A
+ * setting that PostgreSQL has only from version 14 on (`since14`) is set only there.
+ */
+function setting(name: string, value: string, local: boolean, since14 = false): string {
+  const set = `set_config('${name}', '${value}', ${local})`;
+  return since14
+    ? `(select ${set} where current_setting('server_version_num')::int >= 140000)`
+    : set;
+}
+
+/**
+ * The settings a session-mode connection starts with, as select-list items. A lock holder sits
+ * idle for long, and the server must not end its session for that; and a backend blocked in a lock
+ * wait must notice when our process died, or it stays in the queue until granted, ahead of
+ * everyone after it.
+ */
+export const SESSION_SETTINGS: string = [
+  setting("statement_timeout", "0", false),
+  setting("idle_in_transaction_session_timeout", "0", false),
+  setting("idle_session_timeout", "0", false, true),
+  setting("client_connection_check_interval", String(CONNECTION_CHECK_MS), false, true),
+].join(", ");
 
 function int8(id: bigint): string {
   return `'${id}'::int8`;
@@ -65,6 +89,12 @@ export const sessionStatements: Statements = {
     ` then pg_advisory_unlock${suffix(exclusive)}(${int8(id)}) else false end as ok`,
 };
 
+const TRANSACTION_SETTINGS = [
+  setting("idle_in_transaction_session_timeout", "0", true),
+  setting("statement_timeout", "0", true),
+  setting("client_connection_check_interval", String(CONNECTION_CHECK_MS), true, true),
+].join(", ");
+
 /**
  * Transaction-level advisory locks, for transaction poolers: each lock is a transaction that
  * commits on release. `tryLock` opens the transaction; `unlock` and `cleanup` end it.
@@ -74,12 +104,9 @@ export const transactionStatements: Statements = {
   // neither timeout may end it. Both settings end with the transaction. The backend pid is read
   // inside the transaction: behind a transaction pooler, only for the length of a transaction is
   // the server backend ours, and a cancel aimed at another one would hit someone else's query.
+  // A wait must also end when our process died (see CONNECTION_CHECK_MS).
   tryLock: (id, exclusive) =>
-    `begin; select set_config('idle_in_transaction_session_timeout', '0', true),` +
-    ` set_config('statement_timeout', '0', true), pg_backend_pid() as pid,` +
-    // A wait must end when our process died (PostgreSQL 14+; see CONNECTION_CHECK_MS).
-    ` (select set_config('client_connection_check_interval', '${CONNECTION_CHECK_MS}', true)` +
-    ` where current_setting('server_version_num')::int >= 140000);` +
+    `begin; select ${TRANSACTION_SETTINGS}, pg_backend_pid() as pid;` +
     ` select pg_try_advisory_xact_lock${suffix(exclusive)}(${int8(id)}) as ok`,
   waitLock: (id, exclusive, timeout) =>
     `select pg_advisory_xact_lock${suffix(exclusive)}(${int8(id)}) as ok` +
