@@ -13,11 +13,10 @@ import { after, describe, it } from "node:test";
 import {
   adminClient,
   DATABASE_URL,
-  eventually,
-  lockPids,
   postgresSkip,
   runName,
   testState,
+  waitingInPostgres,
 } from "./postgres_env.ts";
 
 const skip = await postgresSkip();
@@ -54,17 +53,16 @@ describe("PostgresState in a process that dies while waiting", { skip }, () => {
           },
         );
         const exited = new Promise((resolve) => child.on("exit", resolve));
-        await eventually(
-          async () => (await lockPids(admin!, app, false)).length === 1,
+        await waitingInPostgres(
+          admin!,
+          app,
+          1,
           "the child's exclusive request waiting in PostgreSQL",
         );
         child.kill("SIGKILL");
         await exited;
         // Its backend notices the closed connection within a second or so and leaves the queue.
-        await eventually(
-          async () => (await lockPids(admin!, app, false)).length === 0,
-          "the dead process's wait gone from pg_locks",
-        );
+        await waitingInPostgres(admin!, app, 0, "the dead process's wait gone from pg_locks");
         const reader = await later.getLock("crash", { exclusive: false, timeout: 5000 });
         await reader.release();
         await read.release();

@@ -119,6 +119,22 @@ export async function lockPids(
   return [...new Set(locks.filter((lock) => lock.granted === granted).map((lock) => lock.pid))];
 }
 
+/**
+ * Waits until exactly `count` sessions named `applicationName` wait for an advisory lock in
+ * PostgreSQL's queue (observed from outside, through `pg_locks`).
+ */
+export function waitingInPostgres(
+  sql: postgres.Sql,
+  applicationName: string,
+  count: number,
+  what: string,
+): Promise<void> {
+  return eventually(
+    async () => (await lockPids(sql, applicationName, false)).length === count,
+    what,
+  );
+}
+
 /** Resolves with the reason once `signal` is aborted. */
 export function aborted(signal: AbortSignal): Promise<unknown> {
   if (signal.aborted) return Promise.resolve(signal.reason);

@@ -21,6 +21,7 @@ import {
   sessionsOf,
   terminate,
   testState,
+  waitingInPostgres,
   within,
 } from "./postgres_env.ts";
 
@@ -91,10 +92,7 @@ describe("PostgresState when its connections die", { skip }, () => {
           const held = await holder.getLock(key);
           const first = watch(waiter.getLock(key));
           const second = watch(waiter.getLock(key, { exclusive: false }));
-          await eventually(
-            async () => (await lockPids(admin!, name, false)).length === 1,
-            "the first request waiting in PostgreSQL",
-          );
+          await waitingInPostgres(admin!, name, 1, "the first request waiting in PostgreSQL");
           const [killed] = await lockPids(admin!, name, false);
           await terminate(admin!, [killed]);
 
@@ -136,10 +134,7 @@ describe("PostgresState when its connections die", { skip }, () => {
           );
           const controller = new AbortController();
           const waiting = watch(state.getLock(key, { signal: controller.signal }));
-          await eventually(
-            async () => (await lockPids(admin!, name, false)).length === 1,
-            "the request waiting in PostgreSQL",
-          );
+          await waitingInPostgres(admin!, name, 1, "the request waiting in PostgreSQL");
           const [waitPid] = await lockPids(admin!, name, false);
           // Every connection but the waiting one: the main session (which also sends cancels),
           // the sessions that hold locks, idle spares.

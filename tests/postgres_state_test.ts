@@ -20,6 +20,7 @@ import {
   runName,
   sessionsOf,
   testState,
+  waitingInPostgres,
   within,
 } from "./postgres_env.ts";
 
@@ -181,8 +182,10 @@ describe("PostgresState against a server", { skip }, () => {
       try {
         const held = await holder.getLock(`statement-timeout/${mode}`);
         const waiting = watch(waiter.getLock(`statement-timeout/${mode}`));
-        await eventually(
-          async () => (await lockPids(admin!, "ss-test-statement-timeout", false)).length === 1,
+        await waitingInPostgres(
+          admin!,
+          "ss-test-statement-timeout",
+          1,
           "the request waiting in PostgreSQL",
         );
         // The scenario itself: held for several statement timeouts while the other waits.
@@ -209,10 +212,7 @@ describe("PostgresState against a server", { skip }, () => {
       try {
         const read = await readers.getLock("closing", { exclusive: false });
         const write = watch(closing.getLock("closing"));
-        await eventually(
-          async () => (await lockPids(admin!, app, false)).length === 1,
-          "the exclusive request waiting in PostgreSQL",
-        );
+        await waitingInPostgres(admin!, app, 1, "the exclusive request waiting in PostgreSQL");
         await closing.close();
         await write.done;
         assert.equal(write.outcome.status, "rejected");
@@ -275,10 +275,7 @@ describe("PostgresState against a server", { skip }, () => {
       for (let round = 0; round < 5; round++) {
         const held = await Promise.all(keys.map((key) => holder.getLock(key)));
         const waits = keys.map((key) => watch(state.getLock(key)));
-        await eventually(
-          async () => (await lockPids(admin!, app, false)).length === 2,
-          "both requests waiting in PostgreSQL",
-        );
+        await waitingInPostgres(admin!, app, 2, "both requests waiting in PostgreSQL");
         for (const pid of await lockPids(admin!, app, false)) pidsSeen.add(pid);
         await Promise.all(held.map((lock) => lock.release()));
         await Promise.all(waits.map((wait) => wait.done));
