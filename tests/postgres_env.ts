@@ -3,9 +3,11 @@
  * does not answer (loudly) or fail (`REQUIRE_POSTGRES=1`), and queries that look at `pg_locks`.
  */
 
+import assert from "node:assert/strict";
 import process from "node:process";
 import postgres from "postgres";
 import { PostgresState, type PostgresStateOptions } from "../backends/postgres.ts";
+import type { BackendUnderTest } from "./conformance.ts";
 
 /** The server the PostgreSQL tests use. */
 export const DATABASE_URL: string = process.env.DATABASE_URL ||
@@ -157,4 +159,37 @@ export async function within<T>(promise: Promise<T>, what: string, limitMs = 10_
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * PostgresState as the conformance suite sees it. After each test, no state made by `create` may
+ * keep a key entry, and the server may hold no advisory lock of the sessions named
+ * `applicationName` (closed states ended their sessions).
+ */
+export function postgresBackend(
+  name: string,
+  skip: string | false,
+  applicationName: string,
+  create: () => PostgresState,
+): BackendUnderTest {
+  const states = new Set<PostgresState>();
+  const admin = skip ? undefined : adminClient();
+  return {
+    name,
+    skip,
+    sharedBacking: true,
+    create() {
+      const state = create();
+      states.add(state);
+      return state;
+    },
+    async assertClean() {
+      for (const state of states) assert.equal(state.size, 0, "PostgresState kept a key entry");
+      states.clear();
+      assert.deepEqual(await advisoryLocksOf(admin!, applicationName), []);
+    },
+    async teardown() {
+      await admin?.end();
+    },
+  };
 }

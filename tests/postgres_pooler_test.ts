@@ -15,7 +15,7 @@ import { LockFailed } from "../mod.ts";
 import { PostgresState } from "../backends/postgres.ts";
 import { conformanceSuite } from "./conformance.ts";
 import { macrotask, random } from "./helpers.ts";
-import { adminClient, advisoryLocksOf, postgresSkip, runName, testState } from "./postgres_env.ts";
+import { postgresBackend, postgresSkip, runName, testState } from "./postgres_env.ts";
 
 const POOLER_URL = process.env.POOLER_URL;
 const serverSkip = await postgresSkip();
@@ -35,26 +35,14 @@ function pooledState(namespace: string, options = {}): PostgresState {
   });
 }
 
-const states = new Set<PostgresState>();
-const admin = skip ? undefined : adminClient();
-conformanceSuite({
-  name: "PostgresState (transaction mode, through a transaction pooler)",
-  skip,
-  sharedBacking: true,
-  create() {
-    const state = pooledState("conformance-pooler");
-    states.add(state);
-    return state;
-  },
-  async assertClean() {
-    for (const state of states) assert.equal(state.size, 0, "PostgresState kept a key entry");
-    states.clear();
-    assert.deepEqual(await advisoryLocksOf(admin!, APP), []);
-  },
-  async teardown() {
-    await admin?.end();
-  },
-});
+conformanceSuite(
+  postgresBackend(
+    "PostgresState (transaction mode, through a transaction pooler)",
+    skip,
+    APP,
+    () => pooledState("conformance-pooler"),
+  ),
+);
 
 describe("PostgresState behind a transaction pooler", { skip }, () => {
   const bystanders: postgres.Sql[] = [];
