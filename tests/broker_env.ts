@@ -4,8 +4,8 @@
  * the command that runs a worker script as an OS process.
  */
 
-import process from "node:process";
 import type { StateABC } from "../mod.ts";
+import { scriptCommand } from "./child_script.ts";
 import {
   type BrokerHandler,
   brokerHandler,
@@ -82,15 +82,7 @@ export async function webSocketClass(): Promise<WebSocketConstructor> {
     (globalThis as unknown as { WebSocket: WebSocketConstructor }).WebSocket;
 }
 
-/**
- * The command that runs `tests/workers/<name>` as an OS process: `deno run -A <name>.ts` under
- * Deno, `node <name>.js` on the compiled copy under Node.
- */
+/** The command that runs `tests/workers/<name>` as an OS process, under the current runtime. */
 export function workerCommand(name: string, args: string[]): { command: string; args: string[] } {
-  const extension = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
-  const script = new URL(`./workers/${name}${extension}`, import.meta.url);
-  const path = decodeURIComponent(script.pathname);
-  return isDeno
-    ? { command: process.execPath, args: ["run", "--allow-all", path, ...args] }
-    : { command: process.execPath, args: [path, ...args] };
+  return scriptCommand(`workers/${name}`, args);
 }

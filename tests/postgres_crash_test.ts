@@ -7,9 +7,9 @@
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
+import { scriptCommand } from "./child_script.ts";
 import {
   adminClient,
   DATABASE_URL,
@@ -20,11 +20,6 @@ import {
 } from "./postgres_env.ts";
 
 const skip = await postgresSkip();
-const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
-const waiterPath = fileURLToPath(
-  new URL(`./postgres_waiter.${import.meta.url.endsWith(".ts") ? "ts" : "js"}`, import.meta.url),
-);
-
 describe("PostgresState in a process that dies while waiting", { skip }, () => {
   const admin = skip ? undefined : adminClient();
   after(() => admin?.end());
@@ -44,9 +39,10 @@ describe("PostgresState in a process that dies while waiting", { skip }, () => {
       try {
         const read = await readers.getLock("crash", { exclusive: false });
         const args = [DATABASE_URL, namespace, "crash", mode, runName(app)];
+        const { command, args: commandArgs } = scriptCommand("postgres_waiter", args);
         const child = spawn(
-          process.execPath,
-          isDeno ? ["run", "--allow-all", waiterPath, ...args] : [waiterPath, ...args],
+          command,
+          commandArgs,
           {
             cwd: fileURLToPath(new URL("..", import.meta.url)),
             stdio: ["ignore", "inherit", "inherit"],

@@ -14,6 +14,7 @@ import { spawn } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { after, describe, it } from "node:test";
+import { scriptCommand } from "./child_script.ts";
 import {
   adminClient,
   advisoryLocksOf,
@@ -27,12 +28,6 @@ const skip = await postgresSkip();
 const PROCESSES = 4;
 const APP = "ss-test-processes";
 
-const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
-/** The child beside this file: `.ts` on the sources, `.js` in the compiled package. */
-const workerPath = fileURLToPath(
-  new URL(`./postgres_worker.${import.meta.url.endsWith(".ts") ? "ts" : "js"}`, import.meta.url),
-);
-
 interface Child {
   ready: Promise<void>;
   done: Promise<WorkerReport>;
@@ -40,10 +35,8 @@ interface Child {
 }
 
 function startWorker(config: WorkerConfig): Child {
-  const args = isDeno
-    ? ["run", "--allow-all", workerPath, JSON.stringify(config)]
-    : [workerPath, JSON.stringify(config)];
-  const child = spawn(process.execPath, args, {
+  const { command, args } = scriptCommand("postgres_worker", [JSON.stringify(config)]);
+  const child = spawn(command, args, {
     cwd: fileURLToPath(new URL("..", import.meta.url)),
     stdio: ["pipe", "pipe", "inherit"],
   });
