@@ -32,6 +32,9 @@ export type { LockMode } from "./postgres/statements.ts";
 
 const log = backendLogger("postgres");
 
+/** The shortest time a new connection is given to be ready, in milliseconds. */
+const MIN_OPEN_TIMEOUT_MS = 1000;
+
 function isClient(value: unknown): value is postgres.Sql {
   if (typeof value !== "function") return false;
   const options = (value as { options?: unknown }).options;
@@ -129,6 +132,12 @@ export class PostgresState extends StateABC {
       {
         options: client.options as unknown as postgres.Options<Record<string, never>>,
         sessionSettings: !transaction,
+        // A connection must be ready within the heartbeat bound too (issue 9: a server that
+        // accepts and never answers), but never sooner than a slow TLS handshake and password
+        // check may take; without heartbeats, postgres.js's connect_timeout decides.
+        openTimeout: resolved.heartbeatInterval === 0
+          ? 0
+          : Math.max(MIN_OPEN_TIMEOUT_MS, 3 * resolved.heartbeatInterval),
       },
       {
         maxConnections: resolved.maxConnections,

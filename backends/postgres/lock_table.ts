@@ -89,6 +89,10 @@ class DatabaseLock implements HeldOnSession {
     readonly table: LockTable,
   ) {}
 
+  get id(): bigint {
+    return this.entry.id;
+  }
+
   sessionLost(cause: unknown): void {
     this.table.databaseLockLost(this, cause);
   }
@@ -201,11 +205,13 @@ export class LockTable {
       if (this.#closed) throw new LockFailed("the state was closed", { key, exclusive });
     }
     const id = advisoryLockId(this.#options.namespace, key);
+    let session: Session | undefined;
     try {
-      const session = await this.#pool.main();
+      session = await this.#pool.main();
       const rows = await session.query(this.#statements.probe(id, exclusive));
       return rows[0]?.ok === true;
-    } catch (error) {
+    } catch (caught) {
+      const error = session?.dead ? session.cause ?? caught : caught;
       throw new LockFailed(
         this.#closed
           ? "the state was closed"
@@ -461,7 +467,9 @@ export class LockTable {
       }
       if (!transaction) session = await this.#pool.take(acquisition.signal);
       return await this.#wait(acquisition, session);
-    } catch (error) {
+    } catch (caught) {
+      // A connection we gave up on (a silent network) says why better than the driver does.
+      const error = session?.dead ? session.cause ?? caught : caught;
       if (session !== undefined && transaction) await this.#cleanUp(session);
       if (!acquisition.abandoned) {
         this.#failHead(
@@ -489,7 +497,7 @@ export class LockTable {
       return undefined;
     }
     session.waiting = true;
-    const query = session.query(this.#statements.waitLock(entry.id, exclusive, remaining));
+    const query = session.wait(this.#statements.waitLock(entry.id, exclusive, remaining), entry.id);
     const wait = { ended: false, done: Promise.resolve(query).then(() => {}, () => {}) };
     acquisition.cancelWait = () => {
       acquisition.cancelWait = undefined;
@@ -510,8 +518,9 @@ export class LockTable {
     await acquisition.cancelling;
     session.waiting = false;
     if (granted && !session.dead) return { session, exclusive };
-    // Granted on a connection that died right after: the lock went with it.
-    if (granted) error = session.cause;
+    // Granted on a connection that died right after: the lock went with it. A connection we
+    // gave up on (a silent network) says why better than the driver's "connection destroyed".
+    if (granted || session.dead) error = session.cause ?? error;
     if (!acquisition.abandoned) {
       const code = sqlState(error);
       this.#failHead(
@@ -530,14 +539,17 @@ export class LockTable {
    * Cancels the wait running on `session` until it has ended. A cancel that reaches the server
    * before it has read the wait statement is dropped (a backend ignores a cancel between
    * statements), and the wait would go on for ever: a wait still running a moment after its
-   * cancel is cancelled again. Resolves once the last cancel was delivered; never rejects.
+   * cancel is cancelled again. The cancel is a protocol cancel request over a connection of its
+   * own, so that it does not depend on the main session (issue 9: an unresponsive main session
+   * left aborted waits in PostgreSQL's queue). Resolves once the last cancel was delivered; never
+   * rejects.
    */
   async #cancelUntilEnded(
     session: Session,
     wait: { readonly ended: boolean; readonly done: Promise<void> },
   ): Promise<void> {
     for (let delay = CANCEL_RETRY_FIRST; !wait.ended && !session.dead; delay *= 2) {
-      await this.#pool.cancel(session);
+      await session.cancelWait();
       if (wait.ended) return;
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([

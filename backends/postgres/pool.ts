@@ -1,11 +1,21 @@
 /**
- * The sessions of one PostgresState: a main session (uncontended locks, probes, cancels) and spare
- * sessions that each run one blocking wait or one transaction, capped, reused, and watched by a
- * heartbeat.
+ * The sessions of one PostgresState: a main session (uncontended locks, probes) and spare sessions
+ * that each run one blocking wait or one transaction, capped, reused, and watched by a heartbeat.
+ *
+ * The heartbeat (issue 9) watches every session that has something at stake: held locks, an open
+ * transaction, or a query in flight, so that every request settles within two to three intervals
+ * whatever the network does. A session blocked in a lock wait cannot answer a heartbeat; the main
+ * session watches its backend in `pg_stat_activity` instead. Backends given up on while they held
+ * or awaited locks (a silent network: the server did not notice) are ended from the main session
+ * once the database answers again.
  */
 
 import { append, type List, unlink } from "../../internal/intrusive_list.ts";
-import { Session, type SessionTemplate } from "./session.ts";
+import { backendLogger } from "../../internal/log.ts";
+import { type Orphan, Session, type SessionTemplate } from "./session.ts";
+import { describeError } from "./statements.ts";
+
+const log = backendLogger("postgres");
 
 /** Tuning of a {@link SessionPool}. */
 export interface PoolOptions {
@@ -30,6 +40,24 @@ interface SessionWaiter {
 /** How long an idle spare session stays open unused, in milliseconds. */
 export const SPARE_IDLE_MS = 5_000;
 
+/** Milliseconds an idle spare may take to end gracefully before its connection is dropped. */
+const END_GRACE_MS = 2_000;
+
+/**
+ * Milliseconds `close()` gives the server to take part (cancels delivered, sessions ended
+ * gracefully) before every connection is dropped: close is prompt whatever the network does.
+ */
+const SHUTDOWN_GRACE_MS = 1_000;
+
+/** Backends to end once the database answers again; the oldest are forgotten beyond this. */
+const MAX_ORPHANS = 10_000;
+
+/** The `pg_locks` columns of an advisory lock id taken as one int8 (`objsubid` 1). */
+function lockIdColumns(id: bigint): string {
+  const unsigned = BigInt.asUintN(64, id);
+  return `'${unsigned >> 32n}'::oid, '${unsigned & 0xffffffffn}'::oid`;
+}
+
 /** The pool was shut down. */
 export class PoolClosed extends Error {
   constructor() {
@@ -48,6 +76,14 @@ export class SessionPool {
   readonly #expiry = new Map<Session, ReturnType<typeof setTimeout>>();
   readonly #waiters: List<SessionWaiter> = { head: undefined, tail: undefined };
   #opening = 0;
+  /** Sessions being opened, so that shutting down can end them too. */
+  readonly #connecting = new Set<Session>();
+  /** Backends given up on that the server may still run: ended once it answers again. */
+  readonly #orphans: Orphan[] = [];
+  /** Whether a connection was opened since the newest orphan was recorded. */
+  #reachable = false;
+  /** The watch of waiting backends in flight: since when, and ticks seen unanswered. */
+  #watch: { since: number; ticks: number } | undefined;
   #mainSession: Session | undefined;
   #mainOpening: Promise<Session> | undefined;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
@@ -120,7 +156,7 @@ export class SessionPool {
     if (session.dead) return;
     if (this.#closed) {
       this.#forget(session);
-      session.end();
+      session.end(0);
       return;
     }
     const waiter = this.#waiters.head;
@@ -131,88 +167,76 @@ export class SessionPool {
       this.#expire(session);
     } else {
       this.#forget(session);
-      session.end();
+      session.end(END_GRACE_MS);
     }
   }
 
   /**
-   * Ends the blocking wait running on `session` with a cancel (57014), sent from the main session
-   * with `pg_cancel_backend`. Resolves once the cancel was delivered; never rejects.
+   * Ends every session, within {@link SHUTDOWN_GRACE_MS} whatever the network does. Waiters for a
+   * session fail. A backend blocked in a lock wait does not notice that its client went away
+   * before PostgreSQL 14 (client_connection_check_interval): it would stay in PostgreSQL's queue
+   * until granted, ahead of every later request, so its wait is cancelled first. Never rejects.
    */
-  async cancel(session: Session): Promise<void> {
-    if (session.dead || session.pid === 0) return;
-    try {
-      const main = await this.main();
-      await main.query(`select pg_cancel_backend(${session.pid})`);
-    } catch {
-      // Without a main session there is no way to cancel; lock_timeout or the connection's end
-      // still ends the wait.
-    }
-  }
-
-  /** Ends every session. Waiters for a session fail. Never rejects. */
   async shutdown(): Promise<void> {
     this.#closed = true;
     this.#stopHeartbeat();
     for (let waiter = this.#waiters.head; waiter !== undefined; waiter = this.#waiters.head) {
       this.#settle(waiter).reject(new PoolClosed());
     }
+    for (const session of this.#connecting) session.kill(new PoolClosed());
     const sessions = [...this.#all];
-    const main = this.#mainSession;
     this.#all.clear();
     this.#idle.length = 0;
     for (const timer of this.#expiry.values()) clearTimeout(timer);
     this.#expiry.clear();
     this.#mainSession = undefined;
-    await this.#endWaits(sessions, main);
-    await Promise.all(sessions.map((session) => session.end()));
-  }
-
-  /**
-   * Ends the backends of sessions blocked in a lock wait. Such a backend does not notice that its
-   * client went away: it would stay in PostgreSQL's queue until granted, ahead of every later
-   * request (an exclusive one there keeps out new readers of a key only readers hold). Never
-   * rejects.
-   */
-  async #endWaits(sessions: Session[], main: Session | undefined): Promise<void> {
-    const pids = sessions.filter((s) => s.waiting && !s.dead && s.pid !== 0).map((s) => s.pid);
-    if (pids.length === 0) return;
-    let sender = main !== undefined && !main.dead
-      ? main
-      : sessions.find((s) => !s.waiting && !s.dead);
-    let temporary: Session | undefined;
-    if (sender === undefined) {
-      // Transaction mode opens the main session only to probe or cancel: open one for this.
-      try {
-        sender = temporary = await Session.open(this.#template, { lost: () => {} });
-      } catch {
-        return;
+    this.#orphans.length = 0;
+    const deadline = performance.now() + SHUTDOWN_GRACE_MS;
+    const remaining = () => Math.max(0, deadline - performance.now());
+    await Promise.all(sessions.map(async (session) => {
+      if (session.waitingFor !== undefined) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          session.cancelWait(),
+          new Promise((resolve) => timer = setTimeout(resolve, remaining())),
+        ]);
+        clearTimeout(timer);
       }
-    }
-    await sender.query(`select pg_terminate_backend(pid) from unnest('{${pids}}'::int[]) as pid`)
-      .catch(() => {});
-    await temporary?.end();
+      await session.end(remaining());
+    }));
   }
 
   async #open(): Promise<Session> {
     this.#opening++;
     let session: Session;
     try {
-      session = await Session.open(this.#template, { lost: (s) => this.#lost(s) });
+      session = await Session.open(this.#template, {
+        connecting: (s) => this.#connecting.add(s),
+        lost: (s, _cause, orphan) => this.#lost(s, orphan),
+      });
     } finally {
       this.#opening--;
     }
+    this.#connecting.delete(session);
     if (this.#closed) {
-      session.end();
+      session.end(0);
       throw new PoolClosed();
     }
     this.#all.add(session);
+    this.#reachable = true;
     this.#startHeartbeat();
     return session;
   }
 
-  #lost(session: Session): void {
+  #lost(session: Session, orphan: Orphan | undefined): void {
+    this.#connecting.delete(session);
     if (this.#mainSession === session) this.#mainSession = undefined;
+    if (orphan !== undefined && !this.#closed && this.#options.heartbeatInterval > 0) {
+      this.#orphans.push(orphan);
+      this.#reachable = false;
+      if (this.#orphans.length > MAX_ORPHANS) this.#orphans.shift();
+      this.#startHeartbeat();
+    }
     this.#forget(session);
   }
 
@@ -222,7 +246,7 @@ export class SessionPool {
     const index = this.#idle.indexOf(session);
     if (index >= 0) this.#idle.splice(index, 1);
     this.#unexpire(session);
-    if (this.#all.size === 0) this.#stopHeartbeat();
+    if (this.#all.size === 0 && this.#orphans.length === 0) this.#stopHeartbeat();
     const waiter = this.#waiters.head;
     if (waiter !== undefined && !this.#closed && this.size < this.#options.maxConnections) {
       const { resolve, reject } = this.#settle(waiter);
@@ -238,7 +262,7 @@ export class SessionPool {
     const timer = setTimeout(() => {
       this.#expiry.delete(session);
       this.#forget(session);
-      session.end();
+      session.end(END_GRACE_MS);
     }, SPARE_IDLE_MS);
     unrefTimer(timer);
     this.#expiry.set(session, timer);
@@ -259,13 +283,105 @@ export class SessionPool {
 
   #startHeartbeat(): void {
     const interval = this.#options.heartbeatInterval;
-    if (interval === 0 || this.#heartbeat !== undefined) return;
-    this.#heartbeat = setInterval(() => {
-      for (const session of this.#all) {
-        if (session.held.size > 0 || session.inTransaction) session.heartbeat(interval);
-      }
-    }, interval);
+    if (interval === 0 || this.#heartbeat !== undefined || this.#closed) return;
+    this.#heartbeat = setInterval(() => this.#tick(interval), interval);
     unrefTimer(this.#heartbeat);
+  }
+
+  /** One heartbeat round: every session with something at stake, waits, orphans. */
+  #tick(interval: number): void {
+    for (const session of this.#all) {
+      if (session.held.size > 0 || session.inTransaction || session.inFlight > 0) {
+        session.heartbeat(interval);
+      }
+    }
+    const waiting = [...this.#all].filter((s) => s.waitingFor !== undefined && s.pid !== 0);
+    if (waiting.length === 0 && this.#orphans.length === 0) {
+      if (this.#all.size === 0) this.#stopHeartbeat();
+      return;
+    }
+    const watch = this.#watch;
+    if (watch === undefined) {
+      this.#watchWaits(waiting);
+    } else if (++watch.ticks >= 2 && performance.now() - watch.since >= interval) {
+      // The database does not answer the watch: the waits cannot be watched, and the network
+      // under them is most likely gone too. Their requests fail (and their backends become
+      // orphans, ended once the database answers again).
+      const silence = Math.round(performance.now() - watch.since);
+      for (const session of waiting) {
+        session.kill(new Error(`no answer from the database within ${silence} ms`));
+      }
+    }
+  }
+
+  /**
+   * Looks at the backends of the waits in `pg_stat_activity` from the main session, and ends the
+   * orphans. A backend that stopped waiting while our wait goes on (for two checks in a row) was
+   * granted, or ended, and its answer lost on a silent network: the session is given up, and its
+   * backend ended as an orphan, so that it never holds a lock that nobody knows about.
+   */
+  async #watchWaits(waiting: Session[]): Promise<void> {
+    const watch = { since: performance.now(), ticks: 0 };
+    this.#watch = watch;
+    const orphans = this.#orphans.slice();
+    try {
+      // Orphans alone open a connection only once another one could be opened after them: one
+      // opened during the outage would fail the request that comes first after it.
+      const current = this.#mainSession;
+      if (waiting.length === 0 && (current === undefined || current.dead) && !this.#reachable) {
+        return;
+      }
+      const main = await this.main();
+      if (waiting.length > 0) {
+        const rows = await main.query(
+          `select pid, state from pg_stat_activity where pid in (${waiting.map((s) => s.pid)})`,
+        );
+        const active = new Set(
+          rows.filter((row) => row.state === "active").map((row) => Number(row.pid)),
+        );
+        for (const session of waiting) {
+          if (session.waitingFor === undefined) continue;
+          if (active.has(session.pid)) {
+            session.suspectChecks = 0;
+          } else if (++session.suspectChecks >= 2) {
+            session.kill(
+              new Error(
+                "the database says the wait ended, but its answer never arrived " +
+                  "(the network dropped it)",
+              ),
+            );
+          }
+        }
+      }
+      if (orphans.length > 0) await this.#endOrphans(main, orphans);
+    } catch (error) {
+      log.debug("watching waits failed: {error}", { error: describeError(error) });
+    } finally {
+      if (this.#watch === watch) this.#watch = undefined;
+    }
+  }
+
+  /** Ends the orphans that still hold or await one of their locks; forgets the others. */
+  async #endOrphans(main: Session, orphans: Orphan[]): Promise<void> {
+    const values = orphans.flatMap((orphan) =>
+      orphan.ids.map((id) => `(${orphan.pid}, ${lockIdColumns(id)})`)
+    );
+    const rows = await main.query(
+      `select distinct o.pid, pg_terminate_backend(o.pid) as ended` +
+        ` from (values ${values.join(", ")}) as o(pid, classid, objid)` +
+        ` where exists (select from pg_locks l where l.locktype = 'advisory'` +
+        ` and l.pid = o.pid and l.classid = o.classid and l.objid = o.objid and l.objsubid = 1)`,
+    );
+    for (const row of rows) {
+      log.warn("ended backend {pid}, which held or awaited a lock we had given up on", {
+        pid: Number(row.pid),
+      });
+    }
+    // Ended, or no longer holding anything of ours: either way nothing is left to do.
+    const done = new Set(orphans);
+    for (let i = this.#orphans.length - 1; i >= 0; i--) {
+      if (done.has(this.#orphans[i])) this.#orphans.splice(i, 1);
+    }
   }
 
   #stopHeartbeat(): void {

@@ -7,8 +7,16 @@
  * postgres issues 1208, 1154, 1195). A client of its own with `max: 1`, `idle_timeout` and
  * `max_lifetime` off, whose `onclose` we watch, has no such path: we stop using it the moment it
  * closes and end it, which rejects whatever was still in flight.
+ *
+ * The session also makes its own sockets (postgres.js's `socket` option), for three reasons of
+ * issue 9: postgres.js reconnects for ever, silently, when a connection closes before it is ready
+ * (a port proxy in front of a server still starting); ending a client does not end a connection
+ * still being set up, which then keeps the process alive for `connect_timeout`; and a protocol
+ * cancel request, which reaches a waiting backend without the main connection, needs a socket that
+ * closing the state can end too.
  */
 
+import net from "node:net";
 import postgres from "postgres";
 import { backendLogger } from "../../internal/log.ts";
 import { SESSION_SETTINGS, SQLSTATE, sqlState } from "./statements.ts";
@@ -18,17 +26,37 @@ const log = backendLogger("postgres");
 /** Queries a session runs are pipelined; postgres.js's default cap of 100 would queue the rest. */
 const MAX_PIPELINE = 1_000_000;
 
-/** Seconds a graceful end may take before the connection is dropped. */
-const END_TIMEOUT_SECONDS = 2;
+/** Milliseconds a cancel request may take to be delivered before its socket is dropped. */
+const CANCEL_TIMEOUT_MS = 2000;
 
 /** What a session reports to its owner. */
 export interface SessionEvents {
-  /** The connection died (or was declared dead): every lock on it is gone. Called once. */
-  lost(session: Session, cause: unknown): void;
+  /** The session exists and is connecting: until `open` settles, only `kill` reaches it. */
+  connecting?(session: Session): void;
+  /**
+   * The connection died (or was declared dead): every lock on it is gone. Called once, with the
+   * advisory lock ids its backend may still hold or await on the server if the server did not
+   * notice (a silent network): see {@link Orphan}.
+   */
+  lost(session: Session, cause: unknown, orphan: Orphan | undefined): void;
+}
+
+/**
+ * A backend that we gave up on while it held or awaited advisory locks, and that the server may
+ * not have ended (our end of a silent network was closed, the server's was not): it must be ended
+ * once the database can be reached, or a lock stays held, or is later granted, for nobody.
+ */
+export interface Orphan {
+  /** Its backend pid. */
+  readonly pid: number;
+  /** The lock ids it held or awaited: it is ended only while it still holds or awaits one. */
+  readonly ids: readonly bigint[];
 }
 
 /** A database lock that lives on a session. */
 export interface HeldOnSession {
+  /** Its advisory lock id. */
+  readonly id: bigint;
   /** The session died: the lock is gone. */
   sessionLost(cause: unknown): void;
 }
@@ -39,6 +67,31 @@ export interface SessionTemplate {
   readonly options: postgres.Options<Record<string, never>>;
   /** Whether to disable the server-side idle timeouts for the session (session mode only). */
   readonly sessionSettings: boolean;
+  /**
+   * Milliseconds a new connection may take to be ready before it is given up (a server that
+   * accepts and never answers); 0 leaves it to postgres.js's `connect_timeout`.
+   */
+  readonly openTimeout: number;
+}
+
+/** The parsed postgres.js options a socket is made from. */
+interface SocketOptions {
+  host: string[];
+  port: number[];
+  path?: string | false;
+  socket?: (options: unknown) => net.Socket | Promise<net.Socket>;
+}
+
+/** The part of a postgres.js query that sends a protocol cancel request for it. */
+interface CancellableQuery {
+  canceller?: ((query: unknown) => Promise<void>) | null;
+}
+
+/** A blocking lock wait running on a session. */
+interface RunningWait {
+  readonly id: bigint;
+  readonly query: postgres.PendingQuery<postgres.Row[]>;
+  readonly canceller: ((query: unknown) => Promise<void>) | undefined;
 }
 
 let sessionCounter = 0;
@@ -61,16 +114,35 @@ export class Session {
   inTransaction = false;
   /** Why it died. */
   cause: unknown = undefined;
+  /** Watchdog checks in a row that found its wait's backend not waiting any more (pool.ts). */
+  suspectChecks = 0;
 
   readonly #sql: postgres.Sql;
   readonly #events: SessionEvents;
+  readonly #template: SessionTemplate;
   #ending = false;
   #heartbeatSince: number | undefined;
   /** Ticks seen while the heartbeat in flight was unanswered. */
   #heartbeatTicks = 0;
+  /** Queries sent and not answered yet. */
+  #inFlight = 0;
+  readonly #answered = () => {
+    this.#inFlight--;
+  };
+  #wait: RunningWait | undefined;
+  /** The connection's socket, once made. */
+  #socket: net.Socket | undefined;
+  /** Sockets made so far for the connection (one per host tried). */
+  #attempts = 0;
+  /** Set while postgres.js makes the socket of a cancel request (synchronously, in cancelWait). */
+  #makingCancelSocket = false;
+  readonly #cancelSockets = new Set<net.Socket>();
+  /** Rejects once the session is dead, so that opening never outlives it. */
+  #died: (cause: unknown) => void = () => {};
 
   private constructor(template: SessionTemplate, events: SessionEvents) {
     this.#events = events;
+    this.#template = template;
     const base = template.options as Record<string, unknown>;
     const connection = (base.connection ?? {}) as Record<string, unknown>;
     // Spreading parsed options is how postgres.js itself derives its listen/subscribe clients.
@@ -87,6 +159,7 @@ export class Session {
       transform: { undefined: undefined, column: {}, value: {}, row: {} },
       no_subscribe: true,
       shared: { retries: 0, typeArrayMap: {} },
+      socket: (options: SocketOptions) => this.#makeSocket(options),
       connection: {
         ...connection,
         application_name: connection.application_name === "postgres.js" ||
@@ -102,32 +175,105 @@ export class Session {
   /**
    * Connects and reads the backend pid. Queries are only sent once this resolved, so that none
    * waits in postgres.js's pool queue (from where a closed connection would reconnect to run it).
+   * Rejects when the connection closes before it is ready, or is not ready within
+   * `openTimeout`; either way nothing of it is left running.
    */
   static async open(template: SessionTemplate, events: SessionEvents): Promise<Session> {
     const session = new Session(template, events);
+    events.connecting?.(session);
     const settings = template.sessionSettings ? `, ${SESSION_SETTINGS}` : "";
+    const died = new Promise<never>((_, reject) => session.#died = reject);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (template.openTimeout > 0) {
+      timer = setTimeout(() => {
+        session.kill(
+          new Error(`no answer from the database within ${template.openTimeout} ms of connecting`),
+        );
+      }, template.openTimeout);
+    }
     try {
-      const rows = await session.#sql.unsafe(`select pg_backend_pid() as pid${settings}`);
+      const rows = await Promise.race([
+        session.#sql.unsafe(`select pg_backend_pid() as pid${settings}`),
+        died,
+      ]);
       session.pid = Number(rows[0].pid);
     } catch (error) {
       session.kill(error);
-      throw error;
+      throw session.cause;
+    } finally {
+      clearTimeout(timer);
     }
     if (session.dead) throw session.cause;
     log.debug("session {number} open, pid {pid}", { number: session.number, pid: session.pid });
     return session;
   }
 
+  /** Queries sent on this session and not answered yet. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /** The lock id of the blocking wait running now, if any. */
+  get waitingFor(): bigint | undefined {
+    return this.#wait?.id;
+  }
+
   /**
    * Runs `text` (simple protocol: no parameters, so the values must be inlined safely by the
-   * caller) and returns the query, which can be cancelled. Rejects once the session is dead.
+   * caller) and returns the query. Rejects once the session is dead.
    */
   query(text: string): postgres.PendingQuery<postgres.Row[]> {
     if (this.dead) {
       // A rejected thenable of the same shape; nothing runs.
       return Promise.reject(this.cause) as unknown as postgres.PendingQuery<postgres.Row[]>;
     }
-    return this.#sql.unsafe(text);
+    const query: postgres.PendingQuery<postgres.Row[]> = this.#sql.unsafe(text);
+    this.#inFlight++;
+    query.then(this.#answered, this.#answered);
+    return query;
+  }
+
+  /**
+   * Runs the blocking wait `text` for lock `id`, which {@link Session.cancelWait} can end through
+   * a connection of its own.
+   */
+  wait(text: string, id: bigint): postgres.PendingQuery<postgres.Row[]> {
+    const query = this.query(text);
+    // postgres.js forgets its canceller after one use, but a cancel can be dropped (lock_table.ts
+    // repeats it): keep it.
+    const canceller = (query as unknown as CancellableQuery).canceller ?? undefined;
+    const wait: RunningWait = { id, query, canceller };
+    this.#wait = wait;
+    const ended = () => {
+      if (this.#wait === wait) this.#wait = undefined;
+    };
+    query.then(ended, ended);
+    return query;
+  }
+
+  /**
+   * Sends a protocol cancel request for the running wait, over a connection of its own: it does
+   * not depend on the main session, which may be the one that stopped answering (issue 9).
+   * Resolves once it was delivered, or after {@link CANCEL_TIMEOUT_MS}; never rejects.
+   */
+  async cancelWait(): Promise<void> {
+    const wait = this.#wait;
+    if (wait?.canceller === undefined) return;
+    let delivered: Promise<void>;
+    this.#makingCancelSocket = true;
+    try {
+      delivered = Promise.resolve(wait.canceller(wait.query));
+    } catch (error) {
+      delivered = Promise.reject(error);
+    } finally {
+      this.#makingCancelSocket = false;
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      delivered.catch((error) => log.debug("cancel failed: {error}", { error })),
+      new Promise((resolve) => timer = setTimeout(resolve, CANCEL_TIMEOUT_MS)),
+    ]);
+    clearTimeout(timer);
   }
 
   /**
@@ -143,7 +289,11 @@ export class Session {
       this.#heartbeatTicks++;
       if (this.#heartbeatTicks >= 2 && now - this.#heartbeatSince >= timeout) {
         this.kill(
-          new Error(`no heartbeat answer within ${Math.round(now - this.#heartbeatSince)} ms`),
+          new Error(
+            `no answer from the database within ${
+              Math.round(now - this.#heartbeatSince)
+            } ms (the network or the server stopped answering)`,
+          ),
         );
       }
       return;
@@ -166,33 +316,103 @@ export class Session {
     this.#heartbeatTicks = 0;
   }
 
-  /** Declares the session dead: reports it once and drops the connection. */
+  /** Declares the session dead: reports it once and drops the connection at once. */
   kill(cause: unknown): void {
     if (this.dead) return;
     this.dead = true;
     this.cause = cause;
+    this.#died(cause);
     log.debug("session {number} (pid {pid}) lost: {cause}", {
       number: this.number,
       pid: this.pid,
       cause,
     });
+    // Whatever the network does, nothing of this connection may keep running (or the process
+    // alive): postgres.js's end does not stop a connection still being set up.
     this.#sql.end({ timeout: 0 }).catch(() => {});
+    this.#socket?.destroy();
     if (this.#ending) return;
+    const orphan = this.#orphan();
     // The pool forgets the session first, so that what the locks' owners do next opens another.
-    this.#events.lost(this, cause);
+    this.#events.lost(this, cause, orphan);
     const held = [...this.held];
     this.held.clear();
     for (const lock of held) lock.sessionLost(cause);
   }
 
-  /** Ends the connection gracefully (the server then frees its locks); never rejects. */
-  async end(): Promise<void> {
+  /**
+   * Ends the connection gracefully (the server then frees its locks), waiting at most `graceMs`
+   * for the server to close it before dropping it. Never rejects.
+   */
+  async end(graceMs: number): Promise<void> {
     if (this.#ending) return;
     this.#ending = true;
     if (this.dead) return;
     this.dead = true;
     this.cause = new Error("the session was ended");
-    await this.#sql.end({ timeout: this.waiting ? 0 : END_TIMEOUT_SECONDS }).catch(() => {});
+    this.#died(this.cause);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#sql.end(this.waiting || graceMs === 0 ? { timeout: 0 } : {}).catch(() => {}),
+      new Promise((resolve) => timer = setTimeout(resolve, graceMs)),
+    ]);
+    clearTimeout(timer);
+    this.#sql.end({ timeout: 0 }).catch(() => {});
+    this.#socket?.destroy();
+    for (const socket of this.#cancelSockets) socket.destroy();
+  }
+
+  /** What the server may still hold for this session when we drop it without its noticing. */
+  #orphan(): Orphan | undefined {
+    if (this.pid === 0) return undefined;
+    const ids = [...this.held].map((lock) => lock.id);
+    const waitingFor = this.#wait?.id;
+    if (waitingFor !== undefined) ids.push(waitingFor);
+    return ids.length === 0 ? undefined : { pid: this.pid, ids };
+  }
+
+  /**
+   * postgres.js's `socket` option: the connection's socket, one per host tried, or the socket of a
+   * cancel request. Throws (which fails the connection) instead of reconnecting a session that
+   * closed before it was ready, or that was ready once: a session is never silently replaced.
+   */
+  #makeSocket(options: SocketOptions): net.Socket | Promise<net.Socket> {
+    if (this.#makingCancelSocket) {
+      const socket = this.#newSocket(options, Math.max(0, this.#attempts - 1));
+      return Promise.resolve(socket).then((socket) => {
+        this.#cancelSockets.add(socket);
+        socket.once("close", () => this.#cancelSockets.delete(socket));
+        if (this.#ending) socket.destroy();
+        return socket;
+      });
+    }
+    if (this.dead) throw this.cause;
+    const hosts = Math.max(1, options.path ? 1 : options.host.length);
+    if (this.pid !== 0 || this.#attempts >= hosts) {
+      const error = new Error(
+        this.pid !== 0
+          ? "the connection to the database closed"
+          : "the connection to the database closed before it was ready",
+      );
+      this.kill(error);
+      throw error;
+    }
+    const made = this.#newSocket(options, this.#attempts++);
+    return Promise.resolve(made).then((socket) => {
+      this.#socket = socket;
+      if (this.dead) socket.destroy();
+      return socket;
+    });
+  }
+
+  /** A new socket to host number `index`, or from the caller's own `socket` option. */
+  #newSocket(options: SocketOptions, index: number): net.Socket | Promise<net.Socket> {
+    const custom = (this.#template.options as { socket?: SocketOptions["socket"] }).socket;
+    if (typeof custom === "function") return custom(options);
+    if (options.path) return net.connect({ path: options.path });
+    const host = options.host[index % options.host.length];
+    const port = options.port[index % options.port.length] ?? options.port[0];
+    return net.connect({ host, port });
   }
 
   #closed(): void {

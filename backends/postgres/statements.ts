@@ -123,6 +123,8 @@ export const SQLSTATE = {
   lockNotAvailable: "55P03",
   queryCanceled: "57014",
   deadlockDetected: "40P01",
+  adminShutdown: "57P01",
+  crashShutdown: "57P02",
 } as const;
 
 /** The SQLSTATE of a PostgreSQL error, if it is one. */
@@ -141,8 +143,13 @@ export function describeWaitError(error: unknown): string {
       return "PostgreSQL's lock_timeout ended the wait (55P03)";
     case SQLSTATE.queryCanceled:
       return "the wait was cancelled in PostgreSQL (57014: statement_timeout or a cancel)";
+    case SQLSTATE.adminShutdown:
+      return "the waiting session was terminated by the server " +
+        "(57P01: pg_terminate_backend, or the server shutting down)";
+    case SQLSTATE.crashShutdown:
+      return "the waiting session was ended by the server (57P02: another server process crashed)";
     default:
-      return `the database could not be reached or failed (${describeError(error)})`;
+      return `the connection to the database failed while waiting (${describeError(error)})`;
   }
 }
 
