@@ -378,6 +378,39 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         assert.equal(await state.testLock("k"), true);
         await (await state.getLock("k", { timeout: 0 })).release();
       });
+
+      it("rejects an unknown option with a TypeError naming it", async () => {
+        const state = await open();
+        const key = freshKey();
+        const bad = (value: unknown) => value as never;
+        const namesIt = (option: string) => (error: unknown) => {
+          assert.ok(error instanceof TypeError, `not a TypeError: ${error}`);
+          assert.match(error.message, new RegExp(`unknown option "${option}"`));
+          return true;
+        };
+        const calls: [string, () => Promise<unknown>][] = [
+          ["exlusive", () => state.getLock(key, bad({ exlusive: false }))],
+          ["timeOut", () => state.getLock(key, bad({ exclusive: false, timeOut: 10 }))],
+          ["nameSpace", () => state.getLock(key, bad({ nameSpace: "app" }))],
+          ["exlusive", () => state.testLock(key, bad({ exlusive: false }))],
+          ["timeout", () => state.testLock(key, bad({ timeout: 0 }))],
+          [
+            "signl",
+            () => state.withLock(key, () => 1, bad({ signl: new AbortController().signal })),
+          ],
+        ];
+        for (const [option, call] of calls) await assert.rejects(call(), namesIt(option));
+        // A misspelled `exclusive` never became an exclusive lock that is still held.
+        assert.equal(await state.testLock(key), true);
+        // Known options left undefined are not unknown.
+        const lock = await state.getLock(key, {
+          exclusive: undefined,
+          timeout: undefined,
+          signal: undefined,
+        });
+        await lock.release();
+        assert.equal(await state.testLock(key, { exclusive: undefined }), true);
+      });
     });
 
     describe("close", () => {
