@@ -213,6 +213,26 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         await again.release();
       });
 
+      it("fails a busy timeout-0 request at once, its cause not repeating its message", async () => {
+        const state = await open();
+        const key = freshKey();
+        const holder = await state.getLock(key);
+        for (const exclusive of [true, false]) {
+          const error = await state.getLock(key, { exclusive, timeout: 0 }).then(
+            () => assert.fail("a busy lock was granted"),
+            (error) => error,
+          );
+          assert.ok(error instanceof LockFailed, String(error));
+          assert.equal(error.key, key);
+          assert.equal(error.exclusive, exclusive);
+          const cause = error.cause instanceof Error ? error.cause.message : error.cause;
+          if (typeof cause === "string") {
+            assert.ok(!error.message.includes(cause), `the cause repeats: ${cause}`);
+          }
+        }
+        await holder.release();
+      });
+
       it("tries once with timeout 0 and succeeds when free", async () => {
         const state = await open();
         const key = freshKey();
