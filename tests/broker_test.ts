@@ -6,7 +6,7 @@ import { brokerHandler, BrokerState, MAX_KEY_LENGTH, serveBroker } from "../back
 import { clientOptions, type RunningBroker, startBroker } from "./broker_env.ts";
 import { startFreezingProxy } from "./broker_proxy.ts";
 import { RawClient } from "./broker_raw.ts";
-import { random } from "./helpers.ts";
+import { random } from "../testing/helpers.ts";
 
 const TOKEN = "broker-test-token";
 

@@ -2,12 +2,11 @@ import assert from "node:assert/strict";
 import process from "node:process";
 import { describe, it } from "node:test";
 import { LocalState } from "../mod.ts";
-import { conformanceSuite } from "./conformance.ts";
+import { conformanceSuite } from "../testing.ts";
 
 const states = new Set<LocalState>();
 
-conformanceSuite({
-  name: "LocalState",
+conformanceSuite("LocalState", {
   create() {
     const state = new LocalState();
     states.add(state);

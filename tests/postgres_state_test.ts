@@ -9,7 +9,7 @@ import { after, describe, it } from "node:test";
 import postgres from "postgres";
 import { type Lock, LockFailed } from "../mod.ts";
 import { PostgresState } from "../backends/postgres.ts";
-import { InvariantMonitor, macrotask, random, watch } from "./helpers.ts";
+import { InvariantMonitor, macrotask, random, watch } from "../testing/helpers.ts";
 import {
   adminClient,
   advisoryLocksOf,
