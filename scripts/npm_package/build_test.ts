@@ -111,6 +111,8 @@ describe("package.json", () => {
     assert.equal(manifest.version, "1.2.3");
     assert.equal(manifest.type, "module");
     assert.equal(manifest.sideEffects, false);
+    // require(esm) needs 20.19 (or 22.12): the claim must not reach further back.
+    assert.equal(manifest.engines.node, "^20.19.0 || >=22.12.0");
   });
 
   it("lists each compiled file once", () => {
