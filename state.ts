@@ -116,20 +116,11 @@ export abstract class StateABC implements AsyncDisposable {
    * @param options Mode, timeout and abort signal.
    * @returns The held lock.
    * @throws {LockFailed} on timeout, abort, unreachable backend or closed state.
-   * @throws {TypeError} for a non-string key or ill-typed options.
+   * @throws {TypeError} for a non-string key, an unknown option or an ill-typed one.
    * @throws {RangeError} for a negative or non-finite timeout.
    */
   getLock(key: string, options?: LockOptions): Promise<Lock> {
-    let request: LockRequest;
-    try {
-      checkKey(key);
-      request = parseLockOptions(options);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    const failure = this.#refusal(key, request.exclusive, request.signal);
-    if (failure !== undefined) return Promise.reject(failure);
-    return this.acquire(key, request);
+    return this.#getLock(key, options, "getLock options");
   }
 
   /**
@@ -176,7 +167,7 @@ export abstract class StateABC implements AsyncDisposable {
     options?: LockOptions,
   ): Promise<T> {
     checkFunction(fn, "fn");
-    const lock = await this.getLock(key, options);
+    const lock = await this.#getLock(key, options, "withLock options");
     try {
       return await fn(lock);
     } finally {
@@ -219,6 +210,20 @@ export abstract class StateABC implements AsyncDisposable {
 
   /** The backend's {@link StateABC.close}: runs once; must not reject. */
   protected abstract shutdown(): Promise<void>;
+
+  /** {@link StateABC.getLock}, with the options named as the caller's call names them. */
+  #getLock(key: string, options: LockOptions | undefined, what: string): Promise<Lock> {
+    let request: LockRequest;
+    try {
+      checkKey(key);
+      request = parseLockOptions(options, what);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const failure = this.#refusal(key, request.exclusive, request.signal);
+    if (failure !== undefined) return Promise.reject(failure);
+    return this.acquire(key, request);
+  }
 
   #refusal(
     key: string,

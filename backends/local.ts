@@ -5,6 +5,7 @@
  */
 
 import { LockFailed } from "../errors.ts";
+import { checkOptions, optionNames, optionTypeError } from "../internal/arguments.ts";
 import { BaseLock, RELEASED } from "../internal/base_lock.ts";
 import { DeadlineTimer } from "../internal/deadline.ts";
 import { append, type List, unlink } from "../internal/intrusive_list.ts";
@@ -18,6 +19,8 @@ export interface LocalStateOptions {
   /** A name for this state in debug logs, to tell several apart. */
   name?: string;
 }
+
+const LOCAL_OPTIONS = optionNames<LocalStateOptions>({ name: true });
 
 /** What a waiting request needs until it is granted or fails. */
 interface Waiting {
@@ -102,14 +105,13 @@ export class LocalState extends StateABC {
    * Makes an empty state.
    *
    * @param options A name for debug logs.
+   * @throws {TypeError} for an unknown or ill-typed option.
    */
   constructor(options: LocalStateOptions = {}) {
     super();
-    if (typeof options !== "object" || options === null) {
-      throw new TypeError(`options must be an object, got ${String(options)}`);
-    }
+    checkOptions(options, LOCAL_OPTIONS, "LocalState options");
     if (options.name !== undefined && typeof options.name !== "string") {
-      throw new TypeError(`options.name must be a string, got ${typeof options.name}`);
+      throw optionTypeError("LocalState options", "name", "a string", options.name);
     }
     this.#name = options.name ?? "local";
   }

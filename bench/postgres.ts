@@ -18,7 +18,7 @@ import type { Cell, GroupResult, ScenarioResult } from "./results.ts";
 
 const DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/postgres";
 const CHILD = new URL("./postgres_child.ts", import.meta.url).pathname;
-const CONFIG = new URL("../deno.json", import.meta.url).pathname;
+const CONFIG = new URL("./deno.json", import.meta.url).pathname;
 
 /** Timing of the group: rounds per cell, warm-up and timed run of each process. */
 interface PgEffort {

@@ -1,6 +1,7 @@
 /**
  * The demo: graders read a shared cache under shared locks while a refresher rebuilds it under an
- * exclusive lock, and a timeline shows who waits, who holds and in which mode.
+ * exclusive lock, and a timeline shows who holds the key, who waits for it in which order, and
+ * whom each request waits behind.
  *
  *     deno task demo                                   # every worker in this process, LocalState
  *     DATABASE_URL=postgres://… deno task demo         # one OS process per worker, PostgresState
@@ -91,7 +92,12 @@ async function main(): Promise<void> {
     console.log(`shared-state demo: ${names.length} workers in one process, LocalState`);
     console.log(`key ${JSON.stringify(KEY)} (set DATABASE_URL to run them as OS processes)`);
   }
-  console.log("graders read the cache in shared mode; the refresher rebuilds it exclusively\n");
+  console.log("graders read the cache in shared mode; the refresher rebuilds it exclusively.");
+  console.log(
+    "First come, first served: a request waits behind the holders it conflicts with and behind\n" +
+      "every request queued before it, so a grader that asks after the refresher waits even\n" +
+      "while only graders hold the key (the refresher is not starved). (X) = exclusive.\n",
+  );
   if (databaseUrl) {
     await runProcesses(databaseUrl, timeline);
   } else {

@@ -1,4 +1,10 @@
-/** Argument checks shared by every backend: bad input is a TypeError or RangeError naming it. */
+/**
+ * Argument checks shared by every call and constructor of every backend, with one message style:
+ *
+ * - `unknown option "nameSpace" in PostgresState options (known: namespace, mode, …)`
+ * - `option "timeout" in getLock options must be a number of milliseconds, got "10"`
+ * - `getLock options must be an object, got null`
+ */
 
 import type { LockOptions, LockRequest, TestLockOptions } from "../state.ts";
 
@@ -13,62 +19,141 @@ const DEFAULT_REQUEST: LockRequest = Object.freeze({
 /** The request of `{ exclusive: false }` alone, the common shared case, made once. */
 const SHARED_REQUEST: LockRequest = Object.freeze({ ...DEFAULT_REQUEST, exclusive: false });
 
-function show(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value.slice(0, 40));
-  if (typeof value === "bigint") return `${value}n`;
-  if (typeof value === "symbol" || typeof value === "function") return String(typeof value);
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return Object.prototype.toString.call(value);
+/** Options of `getLock` and `withLock`. */
+const LOCK_OPTIONS = optionNames<LockOptions>({ exclusive: true, timeout: true, signal: true });
+/** Options of `testLock`. */
+const TEST_OPTIONS = optionNames<TestLockOptions>({ exclusive: true });
+
+/** The most characters of a value quoted in a message. */
+const SHOWN_LENGTH = 40;
+
+/** A value as a message quotes it, once: `"abc"`, `42`, `undefined`, `10n`, `{"a":1}`, `[object Map]`. */
+export function show(value: unknown): string {
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(
+        value.length > SHOWN_LENGTH ? `${value.slice(0, SHOWN_LENGTH)}…` : value,
+      );
+    case "bigint":
+      return `${value}n`;
+    case "symbol":
+      return value.toString();
+    case "function":
+      return value.name ? `function ${value.name}` : "a function";
+    case "object": {
+      if (value === null) return "null";
+      const prototype = Object.getPrototypeOf(value);
+      if (prototype !== Object.prototype && prototype !== null && !Array.isArray(value)) {
+        return Object.prototype.toString.call(value);
+      }
+      try {
+        const json = JSON.stringify(value);
+        return json.length > SHOWN_LENGTH ? `${json.slice(0, SHOWN_LENGTH)}…` : json;
+      } catch {
+        return Object.prototype.toString.call(value);
+      }
+    }
+    default:
+      return String(value);
+  }
+}
+
+/** `option "name" in <what> must be <expected>, got <value>`, as a TypeError. */
+export function optionTypeError(
+  what: string,
+  name: string,
+  expected: string,
+  value: unknown,
+): TypeError {
+  return new TypeError(`option "${name}" in ${what} must be ${expected}, got ${show(value)}`);
+}
+
+/** `option "name" in <what> must be <expected>, got <value>`, as a RangeError. */
+export function optionRangeError(
+  what: string,
+  name: string,
+  expected: string,
+  value: unknown,
+): RangeError {
+  return new RangeError(`option "${name}" in ${what} must be ${expected}, got ${show(value)}`);
+}
+
+/**
+ * The names of every option of `T`, for {@link checkOptions}: the type checker refuses a list
+ * that misses one, so that a new option cannot be forgotten here.
+ */
+export function optionNames<T>(names: Record<keyof T, true>): readonly string[] {
+  return Object.freeze(Object.keys(names));
+}
+
+/**
+ * Checks that `options` is an object whose keys are all in `known`: a typo (`nameSpace`) is a
+ * TypeError naming it and the known ones. On the hot path (`getLock`): a `for…in` over a small
+ * object and no allocation when every key is known.
+ *
+ * @param options What the caller passed.
+ * @param known Every option the call takes.
+ * @param what The options' name in messages: `"getLock options"`, `"PostgresState options"`.
+ */
+export function checkOptions(
+  options: unknown,
+  known: readonly string[],
+  what: string,
+): asserts options is Record<string, unknown> {
+  if (typeof options !== "object" || options === null) {
+    throw new TypeError(`${what} must be an object, got ${show(options)}`);
+  }
+  for (const name in options) {
+    if (!known.includes(name)) {
+      throw new TypeError(
+        `unknown option ${JSON.stringify(name)} in ${what} (known: ${known.join(", ")})`,
+      );
+    }
   }
 }
 
 export function checkKey(key: unknown): asserts key is string {
-  if (typeof key !== "string") {
-    throw new TypeError(`key must be a string, got ${typeof key} ${show(key)}`);
-  }
+  if (typeof key !== "string") throw new TypeError(`key must be a string, got ${show(key)}`);
 }
 
 export function checkFunction(fn: unknown, name: string): void {
   if (typeof fn !== "function") throw new TypeError(`${name} must be a function, got ${show(fn)}`);
 }
 
-function checkOptionsObject(options: unknown): asserts options is Record<string, unknown> {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(`options must be an object, got ${show(options)}`);
-  }
-}
-
-function parseExclusive(value: unknown): boolean {
+function parseExclusive(value: unknown, what: string): boolean {
   if (value === undefined) return true;
-  if (typeof value !== "boolean") {
-    throw new TypeError(`options.exclusive must be a boolean, got ${show(value)}`);
-  }
+  if (typeof value !== "boolean") throw optionTypeError(what, "exclusive", "a boolean", value);
   return value;
 }
 
-/** Validates `getLock` options into a request whose deadline counts from now. */
-export function parseLockOptions(options: LockOptions | undefined): LockRequest {
+/**
+ * Validates `getLock` options into a request whose deadline counts from now.
+ *
+ * @param what The options' name in messages: `"getLock options"` or `"withLock options"`.
+ */
+export function parseLockOptions(options: LockOptions | undefined, what: string): LockRequest {
   if (options === undefined) return DEFAULT_REQUEST;
-  checkOptionsObject(options);
-  const exclusive = parseExclusive(options.exclusive);
+  checkOptions(options, LOCK_OPTIONS, what);
+  const exclusive = parseExclusive(options.exclusive, what);
   const { timeout, signal } = options;
   if (timeout === undefined && signal === undefined) {
     return exclusive ? DEFAULT_REQUEST : SHARED_REQUEST;
   }
   if (timeout !== undefined) {
     if (typeof timeout !== "number") {
-      throw new TypeError(`options.timeout must be a number of milliseconds, got ${show(timeout)}`);
+      throw optionTypeError(what, "timeout", "a number of milliseconds", timeout);
     }
     if (!(timeout >= 0) || timeout === Infinity) {
-      throw new RangeError(
-        `options.timeout must be a finite number >= 0 (leave it out to wait for ever), got ${timeout}`,
+      throw optionRangeError(
+        what,
+        "timeout",
+        "a finite number >= 0 (leave it out to wait for ever)",
+        timeout,
       );
     }
   }
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
-    throw new TypeError(`options.signal must be an AbortSignal, got ${show(signal)}`);
+    throw optionTypeError(what, "signal", "an AbortSignal", signal);
   }
   return {
     exclusive,
@@ -82,6 +167,6 @@ export function parseLockOptions(options: LockOptions | undefined): LockRequest 
 /** Validates `testLock` options into the mode to test. */
 export function checkTestOptions(options: TestLockOptions | undefined): boolean {
   if (options === undefined) return true;
-  checkOptionsObject(options);
-  return parseExclusive(options.exclusive);
+  checkOptions(options, TEST_OPTIONS, "testLock options");
+  return parseExclusive(options.exclusive, "testLock options");
 }

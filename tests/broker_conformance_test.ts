@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before } from "node:test";
 import { LocalState } from "../mod.ts";
 import { BrokerState } from "../backends/broker.ts";
-import { conformanceSuite } from "./conformance.ts";
+import { conformanceSuite } from "../testing.ts";
 import { clientOptions, type RunningBroker, startBroker } from "./broker_env.ts";
 
 const TOKEN = "conformance-token";
@@ -17,8 +17,7 @@ after(async () => {
   await served.close();
 });
 
-conformanceSuite({
-  name: "BrokerState over a loopback broker",
+conformanceSuite("BrokerState over a loopback broker", {
   sharedBacking: true,
   async create() {
     return new BrokerState(broker.url, await clientOptions(TOKEN));

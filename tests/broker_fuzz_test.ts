@@ -15,7 +15,7 @@ import { clientOptions } from "./broker_env.ts";
 import { Worker } from "./broker_processes.ts";
 import { type Frame, RawClient } from "./broker_raw.ts";
 import { encodeFrame, Opcode, TcpClient } from "./broker_tcp.ts";
-import { InvariantMonitor, random } from "./helpers.ts";
+import { InvariantMonitor, random } from "../testing/helpers.ts";
 
 const TOKEN = "fuzz-token";
 const FUZZ_KEYS = 6;

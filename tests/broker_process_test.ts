@@ -14,7 +14,7 @@ import { LocalState, LockFailed, LockLost } from "../mod.ts";
 import { BrokerState } from "../backends/broker.ts";
 import { clientOptions, type RunningBroker, startBroker } from "./broker_env.ts";
 import { Worker } from "./broker_processes.ts";
-import { InvariantMonitor, random } from "./helpers.ts";
+import { InvariantMonitor, random } from "../testing/helpers.ts";
 
 const TOKEN = "process-test-token";
 

@@ -2,11 +2,11 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { after, before, describe, it } from "node:test";
 import { LocalState, type Lock, LockFailed, LockLost } from "../mod.ts";
-import { brokerHandler, BrokerState, MAX_KEY_LENGTH } from "../backends/broker.ts";
+import { brokerHandler, BrokerState, MAX_KEY_LENGTH, serveBroker } from "../backends/broker.ts";
 import { clientOptions, type RunningBroker, startBroker } from "./broker_env.ts";
 import { startFreezingProxy } from "./broker_proxy.ts";
 import { RawClient } from "./broker_raw.ts";
-import { random } from "./helpers.ts";
+import { random } from "../testing/helpers.ts";
 
 const TOKEN = "broker-test-token";
 
@@ -56,6 +56,52 @@ describe("broker: construction", () => {
       () => brokerHandler(new LocalState(), { token: "t", maxRequests: 0 }),
       RangeError,
     );
+  });
+
+  it("refuses unknown options by name, in the client, the handler and serveBroker", async () => {
+    const { WebSocket } = await clientOptions("t");
+    assert.throws(
+      () => new BrokerState("ws://127.0.0.1:1", { token: "t", WebSocket, heartBeat: 5 } as never),
+      {
+        name: "TypeError",
+        message: 'unknown option "heartBeat" in BrokerState options ' +
+          "(known: token, WebSocket, heartbeatInterval, name)",
+      },
+    );
+    assert.throws(
+      () => new BrokerState("ws://127.0.0.1:1", { token: "t", WebSocket: "ws" as never }),
+      {
+        name: "TypeError",
+        message: 'option "WebSocket" in BrokerState options must be a WebSocket class, got "ws"',
+      },
+    );
+    assert.throws(
+      () => new BrokerState("ws://127.0.0.1:1", { token: "t", WebSocket, heartbeatInterval: 0 }),
+      {
+        name: "RangeError",
+        message: 'option "heartbeatInterval" in BrokerState options must be a number of ' +
+          "milliseconds > 0 and < 2^31, got 0",
+      },
+    );
+    assert.throws(() => brokerHandler(new LocalState(), { token: "t", maxRequest: 5 } as never), {
+      name: "TypeError",
+      message: /^unknown option "maxRequest" in brokerHandler options \(known: token, /,
+    });
+    assert.throws(() => brokerHandler(new LocalState(), { token: "t", maxErrors: "9" as never }), {
+      name: "TypeError",
+      message: 'option "maxErrors" in brokerHandler options must be an integer >= 1, got "9"',
+    });
+    const state = new LocalState();
+    await assert.rejects(serveBroker({ state, token: "t", prot: 8787 } as never), {
+      name: "TypeError",
+      message:
+        /^unknown option "prot" in serveBroker options \(known: state, port, hostname, token, /,
+    });
+    await assert.rejects(serveBroker({ state, token: "t", port: 70000 }), {
+      name: "RangeError",
+      message: 'option "port" in serveBroker options must be an integer from 0 to 65535, got 70000',
+    });
+    await assert.rejects(serveBroker({ state, token: "t", maxRequests: 0 }), RangeError);
   });
 
   it("accepts http(s) URLs as ws(s) and connects lazily, on the first request", async () => {

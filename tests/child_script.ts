@@ -10,11 +10,31 @@ const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
 /** `.ts` on the sources, `.js` in the compiled package. */
 const extension = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
 
+function scriptPath(script: string): string {
+  return fileURLToPath(new URL(`./${script}${extension}`, import.meta.url));
+}
+
 /** The command and arguments that run `tests/<script>` (no extension) with `args`. */
 export function scriptCommand(script: string, args: string[]): { command: string; args: string[] } {
-  const path = fileURLToPath(new URL(`./${script}${extension}`, import.meta.url));
+  const path = scriptPath(script);
   return {
     command: process.execPath,
     args: isDeno ? ["run", "--allow-all", path, ...args] : [path, ...args],
+  };
+}
+
+/**
+ * The command and arguments that run the `node:test` tests of `tests/<script>` (no extension):
+ * `deno test` on the sources, `node --test` with the `spec` reporter on the compiled copy. Either
+ * prints a line per test that names it and says whether it passed (`ok`/`✔`) or failed
+ * (`FAILED`/`✖`), and exits non-zero when a test failed.
+ */
+export function testScriptCommand(script: string): { command: string; args: string[] } {
+  const path = scriptPath(script);
+  return {
+    command: process.execPath,
+    args: isDeno
+      ? ["test", "--allow-all", "--no-check", path]
+      : ["--test", "--test-reporter=spec", path],
   };
 }

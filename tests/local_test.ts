@@ -2,12 +2,11 @@ import assert from "node:assert/strict";
 import process from "node:process";
 import { describe, it } from "node:test";
 import { LocalState } from "../mod.ts";
-import { conformanceSuite } from "./conformance.ts";
+import { conformanceSuite } from "../testing.ts";
 
 const states = new Set<LocalState>();
 
-conformanceSuite({
-  name: "LocalState",
+conformanceSuite("LocalState", {
   create() {
     const state = new LocalState();
     states.add(state);
@@ -55,8 +54,19 @@ describe("LocalState", () => {
     }
   });
 
-  it("rejects bad constructor options", () => {
-    assert.throws(() => new LocalState(null as never), TypeError);
-    assert.throws(() => new LocalState({ name: 5 as never }), TypeError);
+  it("rejects bad constructor options, an unknown one by name", () => {
+    assert.throws(() => new LocalState(null as never), {
+      name: "TypeError",
+      message: "LocalState options must be an object, got null",
+    });
+    assert.throws(() => new LocalState({ name: 5 as never }), {
+      name: "TypeError",
+      message: 'option "name" in LocalState options must be a string, got 5',
+    });
+    assert.throws(() => new LocalState({ nmae: "grader" } as never), {
+      name: "TypeError",
+      message: 'unknown option "nmae" in LocalState options (known: name)',
+    });
+    new LocalState({ name: undefined });
   });
 });

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { LockFailed, LockLost } from "../mod.ts";
 import type { PostgresState } from "../backends/postgres.ts";
-import { macrotask, random } from "./helpers.ts";
+import { macrotask, random } from "../testing/helpers.ts";
 import {
   aborted,
   adminClient,

@@ -1,6 +1,6 @@
 /** The shared conformance suite against PostgresState, in both modes, sharing one server. */
 
-import { conformanceSuite } from "./conformance.ts";
+import { conformanceSuite } from "../testing.ts";
 import { postgresBackend, postgresSkip, testState } from "./postgres_env.ts";
 
 const skip = await postgresSkip();
@@ -8,8 +8,8 @@ const skip = await postgresSkip();
 for (const mode of ["session", "transaction"] as const) {
   const applicationName = `ss-test-conformance-${mode}`;
   conformanceSuite(
+    `PostgresState (${mode} mode)`,
     postgresBackend(
-      `PostgresState (${mode} mode)`,
       skip,
       applicationName,
       () => testState(applicationName, { namespace: `conformance-${mode}`, mode }),

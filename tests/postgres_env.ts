@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import process from "node:process";
 import postgres from "postgres";
 import { PostgresState, type PostgresStateOptions } from "../backends/postgres.ts";
-import type { BackendUnderTest } from "./conformance.ts";
+import type { ConformanceOptions } from "../testing.ts";
 
 /** The server the PostgreSQL tests use. */
 export const DATABASE_URL: string = process.env.DATABASE_URL ||
@@ -167,15 +167,13 @@ export async function within<T>(promise: Promise<T>, what: string, limitMs = 10_
  * `applicationName` (closed states ended their sessions).
  */
 export function postgresBackend(
-  name: string,
   skip: string | false,
   applicationName: string,
   create: () => PostgresState,
-): BackendUnderTest {
+): ConformanceOptions {
   const states = new Set<PostgresState>();
   const admin = skip ? undefined : adminClient();
   return {
-    name,
     skip,
     sharedBacking: true,
     create() {

@@ -9,7 +9,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { after, describe, it } from "node:test";
 import { LockLost } from "../mod.ts";
 import { PostgresState } from "../backends/postgres.ts";
-import { macrotask } from "./helpers.ts";
+import { macrotask } from "../testing/helpers.ts";
 import {
   aborted,
   adminClient,

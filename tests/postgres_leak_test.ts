@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { LockFailed } from "../mod.ts";
 import type { PostgresState } from "../backends/postgres.ts";
-import { macrotask, random } from "./helpers.ts";
+import { macrotask, random } from "../testing/helpers.ts";
 import {
   adminClient,
   advisoryLocksOf,

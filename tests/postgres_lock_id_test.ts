@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { ADVISORY_LOCK_ID_SQL, advisoryLockId } from "../backends/postgres.ts";
 import { sha256 } from "../backends/postgres/sha256.ts";
-import { random } from "./helpers.ts";
+import { random } from "../testing/helpers.ts";
 import { adminClient, postgresSkip } from "./postgres_env.ts";
 
 const skip = await postgresSkip();

@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import { type Lock, LockFailed, LockLost } from "../mod.ts";
 import type { PostgresState } from "../backends/postgres.ts";
-import { macrotask, random, watch } from "./helpers.ts";
+import { macrotask, random, watch } from "../testing/helpers.ts";
 import {
   aborted,
   adminClient,

@@ -13,8 +13,8 @@ import { after, describe, it } from "node:test";
 import postgres from "postgres";
 import { LockFailed } from "../mod.ts";
 import { PostgresState } from "../backends/postgres.ts";
-import { conformanceSuite } from "./conformance.ts";
-import { macrotask, random } from "./helpers.ts";
+import { conformanceSuite } from "../testing.ts";
+import { macrotask, random } from "../testing/helpers.ts";
 import { postgresBackend, postgresSkip, runName, testState } from "./postgres_env.ts";
 
 const POOLER_URL = process.env.POOLER_URL;
@@ -36,8 +36,8 @@ function pooledState(namespace: string, options = {}): PostgresState {
 }
 
 conformanceSuite(
+  "PostgresState (transaction mode, through a transaction pooler)",
   postgresBackend(
-    "PostgresState (transaction mode, through a transaction pooler)",
     skip,
     APP,
     () => pooledState("conformance-pooler"),

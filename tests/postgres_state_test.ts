@@ -9,7 +9,7 @@ import { after, describe, it } from "node:test";
 import postgres from "postgres";
 import { type Lock, LockFailed } from "../mod.ts";
 import { PostgresState } from "../backends/postgres.ts";
-import { InvariantMonitor, macrotask, random, watch } from "./helpers.ts";
+import { InvariantMonitor, macrotask, random, watch } from "../testing/helpers.ts";
 import {
   adminClient,
   advisoryLocksOf,
@@ -78,6 +78,34 @@ describe("PostgresState construction", () => {
         `accepted ${JSON.stringify(options)}`,
       );
     }
+    assert.throws(() => new PostgresState(DATABASE_URL, { maxConnections: 1 }), {
+      name: "RangeError",
+      message: 'option "maxConnections" in PostgresState options must be an integer >= 2, got 1',
+    });
+  });
+
+  it("refuses an unknown option by name, but not postgres.js's own clientOptions", async () => {
+    // A misspelled namespace would silently put two applications' locks apart.
+    assert.throws(() => new PostgresState(DATABASE_URL, { nameSpace: "grader" } as never), {
+      name: "TypeError",
+      message: 'unknown option "nameSpace" in PostgresState options (known: namespace, mode, ' +
+        "maxConnections, heartbeatInterval, handoffWindow, keepIdleConnections, name, " +
+        "clientOptions)",
+    });
+    assert.throws(
+      () => new PostgresState(DATABASE_URL, { namespace: "a", heartbeat: 10 } as never),
+      /unknown option "heartbeat"/,
+    );
+    assert.throws(() => new PostgresState(DATABASE_URL, { clientOptions: "ssl" as never }), {
+      name: "TypeError",
+      message: 'option "clientOptions" in PostgresState options must be an object of ' +
+        'postgres.js options, got "ssl"',
+    });
+    const state = new PostgresState(DATABASE_URL, {
+      namespace: undefined,
+      clientOptions: { connect_timeout: 3, connection: { application_name: "x" } },
+    });
+    await state.close();
   });
 
   it("accepts postgresql:// and connects only when first used", async () => {

@@ -15,7 +15,7 @@ import { createInterface } from "node:readline";
 import postgres from "postgres";
 import { LockFailed } from "../mod.ts";
 import { PostgresState } from "../backends/postgres.ts";
-import { random } from "./helpers.ts";
+import { random } from "../testing/helpers.ts";
 
 /** What the parent tells a child. */
 export interface WorkerConfig {

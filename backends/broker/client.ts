@@ -4,6 +4,7 @@
  */
 
 import { LockFailed } from "../../errors.ts";
+import { checkOptions, optionNames, optionTypeError, show } from "../../internal/arguments.ts";
 import type { Lock, LockRequest } from "../../state.ts";
 import { StateABC } from "../../state.ts";
 import { Connection, type WebSocketConstructor } from "./connection.ts";
@@ -30,6 +31,14 @@ export interface BrokerStateOptions {
   /** A name for this state in debug logs. */
   name?: string;
 }
+
+const WHAT = "BrokerState options";
+const OPTION_NAMES = optionNames<BrokerStateOptions>({
+  token: true,
+  WebSocket: true,
+  heartbeatInterval: true,
+  name: true,
+});
 
 let stateCounter = 0;
 
@@ -66,43 +75,47 @@ export class BrokerState extends StateABC {
    *
    * @param url The broker's `ws://` or `wss://` URL (`http(s)://` is accepted and converted).
    * @param options The shared token, and optionally the WebSocket class and heartbeat interval.
-   * @throws {TypeError} for a bad URL, an empty token or no WebSocket class in this runtime.
+   * @throws {TypeError} for a bad URL, an empty token, no WebSocket class in this runtime, or an
+   *   unknown or ill-typed option.
+   * @throws {RangeError} for an out-of-range heartbeat interval.
    */
   constructor(url: string | URL, options: BrokerStateOptions) {
     super();
-    if (typeof options !== "object" || options === null) {
-      throw new TypeError("options must be an object with a token");
-    }
+    checkOptions(options, OPTION_NAMES, WHAT);
     if (typeof options.token !== "string" || options.token === "") {
-      throw new TypeError("options.token must be a non-empty string");
+      throw optionTypeError(WHAT, "token", "a non-empty string", options.token);
     }
     let parsed: URL;
     try {
       parsed = new URL(url);
     } catch {
-      throw new TypeError(`url must be a ws:// or wss:// URL, got ${String(url)}`);
+      throw new TypeError(`url must be a ws:// or wss:// URL, got ${show(url)}`);
     }
     if (parsed.protocol === "http:") parsed.protocol = "ws:";
     else if (parsed.protocol === "https:") parsed.protocol = "wss:";
     if (parsed.protocol !== "ws:" && parsed.protocol !== "wss:") {
-      throw new TypeError(`url must be a ws:// or wss:// URL, got ${parsed.href}`);
+      throw new TypeError(`url must be a ws:// or wss:// URL, got ${show(parsed.href)}`);
     }
     const WebSocketClass = options.WebSocket ??
       (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+    if (options.WebSocket !== undefined && typeof options.WebSocket !== "function") {
+      throw optionTypeError(WHAT, "WebSocket", "a WebSocket class", options.WebSocket);
+    }
     if (typeof WebSocketClass !== "function") {
       throw new TypeError(
-        "this runtime has no global WebSocket: pass options.WebSocket (e.g. from the ws package)",
+        'this runtime has no global WebSocket: pass the "WebSocket" option (the class of the ws package)',
       );
     }
     if (options.name !== undefined && typeof options.name !== "string") {
-      throw new TypeError(`options.name must be a string, got ${typeof options.name}`);
+      throw optionTypeError(WHAT, "name", "a string", options.name);
     }
     this.#url = parsed.href;
     this.#token = options.token;
     this.#WebSocket = WebSocketClass;
     this.#heartbeatInterval = checkInterval(
       options.heartbeatInterval,
-      "options.heartbeatInterval",
+      WHAT,
+      "heartbeatInterval",
       DEFAULT_HEARTBEAT_INTERVAL,
     );
     this.#name = options.name ?? `broker client ${++stateCounter}`;

@@ -411,10 +411,13 @@ export class Connection {
     const details = entry.kind === "acquire"
       ? this.#details(entry)
       : { key: entry.key, exclusive: entry.exclusive };
+    // A busy, timed-out or closed failure says all in its own message; the broker's message
+    // would only repeat it (it is the served state's LockFailed message).
+    const repeats = reason === "busy" || reason === "timeout" || reason === "closed";
     entry.reject(
       new LockFailed(failureMessage(entry, reason, message), {
         ...details,
-        cause: new Error(message),
+        cause: repeats ? undefined : new Error(message),
       }),
     );
   }

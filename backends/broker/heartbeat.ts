@@ -8,6 +8,8 @@
  * algorithm (Deno's WebSocket client) would hold its next frame that long.
  */
 
+import { optionRangeError, optionTypeError } from "../../internal/arguments.ts";
+
 /** Checks that the peer is alive; runs from construction until {@link Heartbeat.stop}. */
 export class Heartbeat {
   #lastHeard = performance.now();
@@ -41,11 +43,23 @@ export class Heartbeat {
   }
 }
 
-/** Validates a heartbeat interval option; `undefined` gives `fallback`. */
-export function checkInterval(value: unknown, name: string, fallback: number): number {
+/**
+ * Validates an interval option (milliseconds, > 0); `undefined` gives `fallback`.
+ *
+ * @param what The options' name in messages (`"BrokerState options"`).
+ */
+export function checkInterval(
+  value: unknown,
+  what: string,
+  name: string,
+  fallback: number,
+): number {
   if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0 || value > 2 ** 31 - 1) {
-    throw new RangeError(`${name} must be a number of milliseconds > 0, got ${String(value)}`);
+  if (typeof value !== "number") {
+    throw optionTypeError(what, name, "a number of milliseconds", value);
+  }
+  if (!(value > 0) || value > 2 ** 31 - 1) {
+    throw optionRangeError(what, name, "a number of milliseconds > 0 and < 2^31", value);
   }
   return value;
 }

@@ -4,9 +4,20 @@
  * client side of the broker module stays free of Node APIs.
  */
 
+import {
+  checkOptions,
+  optionNames,
+  optionRangeError,
+  optionTypeError,
+} from "../../internal/arguments.ts";
 import type { StateABC } from "../../state.ts";
 import { MAX_FRAME_BYTES, type WebSocketLike } from "./protocol.ts";
-import { type BrokerHandler, brokerHandler, type BrokerOptions } from "./server.ts";
+import {
+  BROKER_OPTION_NAMES,
+  type BrokerHandler,
+  brokerHandler,
+  type BrokerOptions,
+} from "./server.ts";
 
 /** Options of {@link serveBroker}. */
 export interface ServeBrokerOptions extends BrokerOptions {
@@ -17,6 +28,17 @@ export interface ServeBrokerOptions extends BrokerOptions {
   /** Interface to listen on. Default `"127.0.0.1"`; `"0.0.0.0"` serves other machines. */
   hostname?: string;
 }
+
+const WHAT = "serveBroker options";
+/** Its own options, then those it passes on to {@link brokerHandler}. */
+const SERVE_OPTION_NAMES: readonly string[] = [
+  ...optionNames<Omit<ServeBrokerOptions, keyof BrokerOptions>>({
+    state: true,
+    port: true,
+    hostname: true,
+  }),
+  ...BROKER_OPTION_NAMES,
+];
 
 /** A running broker on Node. */
 export interface BrokerServer {
@@ -95,15 +117,14 @@ interface WsModule {
  * @returns The running server, once it listens.
  */
 export async function serveBroker(options: ServeBrokerOptions): Promise<BrokerServer> {
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError("options must be an object with state and token");
-  }
-  const { state, port = 0, hostname = "127.0.0.1" } = options;
+  checkOptions(options, SERVE_OPTION_NAMES, WHAT);
+  const { state, port = 0, hostname = "127.0.0.1", ...brokerOptions } = options;
+  if (typeof port !== "number") throw optionTypeError(WHAT, "port", "an integer", port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new RangeError(`options.port must be an integer from 0 to 65535, got ${port}`);
+    throw optionRangeError(WHAT, "port", "an integer from 0 to 65535", port);
   }
-  if (typeof hostname !== "string") throw new TypeError("options.hostname must be a string");
-  const handler = brokerHandler(state, options);
+  if (typeof hostname !== "string") throw optionTypeError(WHAT, "hostname", "a string", hostname);
+  const handler = brokerHandler(state, brokerOptions);
   const http = await import("node:http") as unknown as NodeHttp;
   let ws: WsModule;
   try {

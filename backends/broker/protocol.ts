@@ -288,8 +288,12 @@ export interface WebSocketLike {
   send(data: string): void;
   /** Starts the closing handshake. */
   close(code?: number, reason?: string): void;
-  /** Listens for `open`, `message`, `close` and `error`. */
-  addEventListener(type: string, listener: (event: never) => void): void;
+  /**
+   * Listens for `open`, `message`, `close` and `error`. The listener is typed as a method's (its
+   * parameter compared both ways), so that the classes of `ws` (with `@types/ws`), the DOM and
+   * Deno all fit, and so does a listener of one event type.
+   */
+  addEventListener(type: string, listener: { listener(event: unknown): void }["listener"]): void;
 }
 
 /** `readyState` of an open WebSocket. */

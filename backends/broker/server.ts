@@ -3,7 +3,14 @@
  * WebSocket and serves one state to every authenticated client.
  */
 
-import { checkFunction } from "../../internal/arguments.ts";
+import {
+  checkFunction,
+  checkOptions,
+  optionNames,
+  optionRangeError,
+  optionTypeError,
+  show,
+} from "../../internal/arguments.ts";
 import { backendLogger } from "../../internal/log.ts";
 import { StateABC } from "../../state.ts";
 import { checkInterval } from "./heartbeat.ts";
@@ -72,10 +79,23 @@ interface DenoUpgrade {
   upgradeWebSocket(request: Request): { socket: WebSocketLike; response: Response };
 }
 
+const WHAT = "brokerHandler options";
+/** Every option of {@link brokerHandler}, for the unknown-option check. */
+export const BROKER_OPTION_NAMES: readonly string[] = optionNames<BrokerOptions>({
+  token: true,
+  heartbeatInterval: true,
+  authTimeout: true,
+  maxRequests: true,
+  maxKeyChars: true,
+  maxErrors: true,
+  maxBufferedBytes: true,
+});
+
 function integerOption(value: unknown, name: string, fallback: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
-    throw new RangeError(`${name} must be an integer >= 1, got ${String(value)}`);
+  if (typeof value !== "number") throw optionTypeError(WHAT, name, "an integer >= 1", value);
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw optionRangeError(WHAT, name, "an integer >= 1", value);
   }
   return value;
 }
@@ -89,28 +109,29 @@ function plainResponse(status: number, text: string, headers: Record<string, str
 
 /** Validates {@link BrokerOptions} into what the sessions share. */
 export function sessionConfig(state: StateABC, options: BrokerOptions): SessionConfig {
-  if (!(state instanceof StateABC)) throw new TypeError("state must be a StateABC");
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError("options must be an object with a token");
+  if (!(state instanceof StateABC)) {
+    throw new TypeError(`state must be a StateABC, got ${show(state)}`);
   }
+  checkOptions(options, BROKER_OPTION_NAMES, WHAT);
   if (typeof options.token !== "string" || options.token === "") {
-    throw new TypeError("options.token must be a non-empty string");
+    throw optionTypeError(WHAT, "token", "a non-empty string", options.token);
   }
   return {
     state,
     token: new TokenCheck(options.token),
     heartbeatInterval: checkInterval(
       options.heartbeatInterval,
-      "options.heartbeatInterval",
+      WHAT,
+      "heartbeatInterval",
       DEFAULT_HEARTBEAT_INTERVAL,
     ),
-    authTimeout: checkInterval(options.authTimeout, "options.authTimeout", 10_000),
-    maxRequests: integerOption(options.maxRequests, "options.maxRequests", 10_000),
-    maxKeyChars: integerOption(options.maxKeyChars, "options.maxKeyChars", 2 ** 25),
-    maxErrors: integerOption(options.maxErrors, "options.maxErrors", 100),
+    authTimeout: checkInterval(options.authTimeout, WHAT, "authTimeout", 10_000),
+    maxRequests: integerOption(options.maxRequests, "maxRequests", 10_000),
+    maxKeyChars: integerOption(options.maxKeyChars, "maxKeyChars", 2 ** 25),
+    maxErrors: integerOption(options.maxErrors, "maxErrors", 100),
     maxBufferedBytes: integerOption(
       options.maxBufferedBytes,
-      "options.maxBufferedBytes",
+      "maxBufferedBytes",
       DEFAULT_MAX_BUFFERED_BYTES,
     ),
   };
@@ -137,7 +158,9 @@ export function sessionConfig(state: StateABC, options: BrokerOptions): SessionC
  * @param state The state to serve; closing it is up to the caller.
  * @param options The shared token, heartbeat and limits.
  * @returns The handler; `handler.close()` ends every connection.
- * @throws {TypeError} for a missing or empty token, or a state that is not a StateABC.
+ * @throws {TypeError} for a missing or empty token, a state that is not a StateABC, or an unknown
+ *   or ill-typed option.
+ * @throws {RangeError} for an out-of-range interval or limit.
  */
 export function brokerHandler(state: StateABC, options: BrokerOptions): BrokerHandler {
   const config = sessionConfig(state, options);

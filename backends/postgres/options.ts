@@ -1,6 +1,12 @@
 /** The options of PostgresState, their defaults and their checks. */
 
 import type { Options } from "postgres";
+import {
+  checkOptions,
+  optionNames,
+  optionRangeError,
+  optionTypeError,
+} from "../../internal/arguments.ts";
 import type { LockMode } from "./statements.ts";
 
 /** postgres.js connection options, as `postgres(url, options)` takes them. */
@@ -69,24 +75,34 @@ export interface ResolvedOptions {
   readonly name: string;
 }
 
+const WHAT = "PostgresState options";
+
+/** Every option, for the unknown-option check (`clientOptions` is postgres.js's own bag). */
+const OPTION_NAMES = optionNames<PostgresStateOptions>({
+  namespace: true,
+  mode: true,
+  maxConnections: true,
+  heartbeatInterval: true,
+  handoffWindow: true,
+  keepIdleConnections: true,
+  name: true,
+  clientOptions: true,
+});
+
 function count(value: unknown, name: string, fallback: number, min: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== "number") {
-    throw new TypeError(`options.${name} must be a number, got ${typeof value}`);
-  }
+  if (typeof value !== "number") throw optionTypeError(WHAT, name, "a number", value);
   if (!Number.isInteger(value) || value < min) {
-    throw new RangeError(`options.${name} must be an integer >= ${min}, got ${value}`);
+    throw optionRangeError(WHAT, name, `an integer >= ${min}`, value);
   }
   return value;
 }
 
 function milliseconds(value: unknown, name: string, fallback: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== "number") {
-    throw new TypeError(`options.${name} must be a number, got ${typeof value}`);
-  }
+  if (typeof value !== "number") throw optionTypeError(WHAT, name, "a number", value);
   if (!(value >= 0) || value > 2 ** 31 - 1) {
-    throw new RangeError(`options.${name} must be between 0 and 2^31-1 ms, got ${value}`);
+    throw optionRangeError(WHAT, name, "between 0 and 2^31-1 ms", value);
   }
   return value;
 }
@@ -94,22 +110,19 @@ function milliseconds(value: unknown, name: string, fallback: number): number {
 /** Validates options (TypeError/RangeError naming the bad one) and fills in defaults. */
 export function resolveOptions(options: PostgresStateOptions | undefined): ResolvedOptions {
   if (options === undefined) options = {};
-  if (typeof options !== "object" || options === null) {
-    throw new TypeError(
-      `options must be an object, got ${options === null ? "null" : typeof options}`,
-    );
-  }
-  const { namespace = "", mode = "session", name = "postgres" } = options;
+  checkOptions(options, OPTION_NAMES, WHAT);
+  const { namespace = "", mode = "session", name = "postgres", clientOptions } = options;
   if (typeof namespace !== "string") {
-    throw new TypeError(`options.namespace must be a string, got ${typeof namespace}`);
+    throw optionTypeError(WHAT, "namespace", "a string", namespace);
   }
   if (mode !== "session" && mode !== "transaction") {
-    throw new TypeError(
-      `options.mode must be "session" or "transaction", got ${JSON.stringify(mode)}`,
-    );
+    throw optionTypeError(WHAT, "mode", '"session" or "transaction"', mode);
   }
-  if (typeof name !== "string") {
-    throw new TypeError(`options.name must be a string, got ${typeof name}`);
+  if (typeof name !== "string") throw optionTypeError(WHAT, "name", "a string", name);
+  if (
+    clientOptions !== undefined && (typeof clientOptions !== "object" || clientOptions === null)
+  ) {
+    throw optionTypeError(WHAT, "clientOptions", "an object of postgres.js options", clientOptions);
   }
   return {
     namespace,

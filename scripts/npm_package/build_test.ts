@@ -9,6 +9,7 @@ import { type DenoConfig, npmPackageOf, parseNpmSpecifier } from "./config.ts";
 import { rewriteSpecifier } from "./compile.ts";
 import { buildManifest, exportMapProblems, moduleSummary } from "./manifest.ts";
 import { runProblems, type Skipped } from "./node_tests.ts";
+import { nodeSnippets } from "./checks.ts";
 
 const config: DenoConfig = {
   name: "@momotor/shared-state",
@@ -111,6 +112,8 @@ describe("package.json", () => {
     assert.equal(manifest.version, "1.2.3");
     assert.equal(manifest.type, "module");
     assert.equal(manifest.sideEffects, false);
+    // require(esm) needs 20.19 (or 22.12): the claim must not reach further back.
+    assert.equal(manifest.engines.node, "^20.19.0 || >=22.12.0");
   });
 
   it("lists each compiled file once", () => {
@@ -228,5 +231,32 @@ describe("Node test run", () => {
   it("lists failures", () => {
     const summary = { "esm/tests/local_test.js": file(1, [], ["breaks"]) };
     assert.deepEqual(runProblems(summary, false), ["esm/tests/local_test.js: failed: breaks"]);
+  });
+});
+
+describe("README Node examples", () => {
+  it("takes the ts node blocks, indented or not, and no other", () => {
+    const readme = [
+      "# x", //                                       1
+      "```ts", //                                     2
+      "deno();", //                                   3
+      "```", //                                       4
+      "The `` ```ts node `` blocks are checked.", //  5
+      "```ts node", //                                6
+      "const a: number = 1;", //                      7
+      "```", //                                       8
+      "- a list item:", //                            9
+      "", //                                         10
+      "  ```ts node run", //                         11
+      "  if (x) {", //                               12
+      "    y();", //                                 13
+      "  }", //                                      14
+      "  ```", //                                    15
+    ].join("\n");
+    assert.deepEqual(nodeSnippets(readme), [
+      { line: 6, code: "const a: number = 1;\n", run: false },
+      { line: 11, code: "if (x) {\n  y();\n}\n", run: true },
+    ]);
+    assert.throws(() => nodeSnippets("```ts node\nx;\n"), /line 1: unclosed/);
   });
 });

@@ -1,8 +1,8 @@
 /**
  * Packaging checks of the built `npm/` directory: the export maps agree, publint and "Are the
  * Types Wrong?" report nothing, the tarball holds only what users need, and a fresh Node project
- * that installs the tarball can `import` and `require()` every entry point and type-check
- * against them.
+ * that installs the tarball can `import` and `require()` every entry point, type-check against
+ * them, and compile (and run) the README's Node examples.
  *
  * @module
  */
@@ -153,6 +153,90 @@ await state.close();
 console.log("LocalState works");
 `;
 
+/** A TypeScript example of the README meant for Node. */
+export interface NodeSnippet {
+  /** The 1-based line of its opening fence in the README. */
+  line: number;
+  /** Its code, without the fence's indentation. */
+  code: string;
+  /** Whether it is marked to run (` ```ts node run `), not only to type-check. */
+  run: boolean;
+}
+
+/**
+ * The README's Node examples: fenced blocks whose info string is `ts node` or `ts node run`,
+ * indented or not (inside a list item).
+ */
+export function nodeSnippets(markdown: string): NodeSnippet[] {
+  const snippets: NodeSnippet[] = [];
+  const lines = markdown.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const open = /^( *)```ts node( run)?\s*$/.exec(lines[i]);
+    if (open === null) continue;
+    const indent = open[1].length;
+    const body: string[] = [];
+    let j = i + 1;
+    for (; j < lines.length && !/^ *```\s*$/.test(lines[j]); j++) body.push(lines[j].slice(indent));
+    if (j === lines.length) throw new Error(`README line ${i + 1}: unclosed code block`);
+    snippets.push({ line: i + 1, code: body.join("\n") + "\n", run: open[2] !== undefined });
+    i = j;
+  }
+  return snippets;
+}
+
+/** Types for the README's Node examples, besides `@types/node`. */
+const SNIPPET_TYPES = "@types/ws@^8.18.0";
+
+/**
+ * The README's Node examples, as a new user would take them: each compiled on its own as an ES
+ * module of the scratch project, `tsc --strict --module nodenext` with `@types/node` and
+ * `@types/ws`; those marked `run` compiled to JavaScript and run with `node`.
+ */
+async function checkReadmeSnippets(dir: string, readme: string): Promise<void> {
+  const snippets = nodeSnippets(readme);
+  if (snippets.length === 0 || !snippets.some((snippet) => snippet.run)) {
+    throw new CheckFailed("README examples", "no ```ts node (run) block in README.md");
+  }
+  const files = snippets.map((snippet) => {
+    const file = `${dir}/readme_line_${snippet.line}.ts`;
+    Deno.writeTextFileSync(file, snippet.code);
+    return file;
+  });
+  const options: ts.CompilerOptions = {
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    lib: ["lib.es2022.d.ts", "lib.esnext.disposable.d.ts"],
+    types: ["node"],
+    typeRoots: [`${dir}/node_modules/@types`],
+    strict: true,
+    noEmit: true,
+  };
+  const host = ts.createCompilerHost(options, true);
+  const program = ts.createProgram(files, options, host);
+  const diagnostics = ts.getPreEmitDiagnostics(program);
+  if (diagnostics.length > 0) {
+    throw new CheckFailed(
+      "type-checking the README's Node examples (tsc --strict --module nodenext)",
+      ts.formatDiagnosticsWithColorAndContext(diagnostics, host),
+    );
+  }
+  report("", `${snippets.length} Node examples of README.md type-check (strict, nodenext)`);
+  for (const [i, snippet] of snippets.entries()) {
+    if (!snippet.run) continue;
+    const script = files[i].replace(/\.ts$/, ".mjs");
+    const { outputText } = ts.transpileModule(snippet.code, {
+      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
+    });
+    await Deno.writeTextFile(script, outputText);
+    const output = await runOk("node", [script], { cwd: dir }).catch((error) => {
+      throw new CheckFailed(`running the README example of line ${snippet.line}`, String(error));
+    });
+    report("", `the README example of line ${snippet.line} runs with node:`);
+    report("  ", output);
+  }
+}
+
 /** Prints what a check found, indented under its step. */
 function report(label: string, output: string): void {
   for (const line of output.trim().split("\n")) console.log(`  ${label}${line}`);
@@ -227,7 +311,8 @@ function typeCheckConsumer(dir: string, packageName: string, specifiers: string[
 
 /**
  * Installs the packed tarball into a scratch project: first alone (the main entry point must
- * work with no optional peer installed), then with the optional peers and `@types/node`.
+ * work with no optional peer installed), then with the optional peers, `@types/node` and
+ * `@types/ws`, and type-checks (and runs) the README's Node examples there.
  */
 export async function checkScratchInstall(npmDir: string): Promise<void> {
   const manifest = await readManifest(npmDir);
@@ -252,13 +337,14 @@ export async function checkScratchInstall(npmDir: string): Promise<void> {
     report("", await runOk("node", ["--input-type=module", "-e", SMOKE, main], { cwd: dir }));
 
     const peers = Object.entries(manifest.peerDependencies ?? {}).map(([n, r]) => `${n}@${r}`);
-    const types = `@types/node@${manifest.devDependencies["@types/node"]}`;
-    await runOk("npm", ["install", ...peers, types, ...QUIET_NPM], { cwd: dir });
-    report("", `with ${[...peers, types].join(", ")}:`);
+    const types = [`@types/node@${manifest.devDependencies["@types/node"]}`, SNIPPET_TYPES];
+    await runOk("npm", ["install", ...peers, ...types, ...QUIET_NPM], { cwd: dir });
+    report("", `with ${[...peers, ...types].join(", ")}:`);
     const all = Object.keys(manifest.exports).map((name) => specifierOf(main, name));
     await loadAll(dir, all);
     typeCheckConsumer(dir, main, all);
     report("", "a consumer of every entry point type-checks (node16 and bundler resolution)");
+    await checkReadmeSnippets(dir, await Deno.readTextFile(`${npmDir}/README.md`));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

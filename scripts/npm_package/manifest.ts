@@ -14,6 +14,12 @@ export const OUT_DIR = "esm";
 /** Types for type-checking the tests under Node; the supported floor of `engines.node`. */
 export const NODE_TYPES_RANGE = "^20.19.0";
 
+/**
+ * The Node versions the package works on, `require()` included: require(esm) is unflagged from
+ * 20.19 on the 20 line and from 22.12 on the 22 line (21 and 22.0–22.11 can only `import` it).
+ */
+export const NODE_ENGINES = "^20.19.0 || >=22.12.0";
+
 /** npm-only metadata that `deno.json` has no field for. */
 const KEYWORDS = [
   "lock",
@@ -130,7 +136,7 @@ export function buildManifest(input: ManifestInput): PackageJson {
     types: exports["."].types,
     exports,
     files,
-    engines: { node: ">=20" },
+    engines: { node: NODE_ENGINES },
     ...(dependencies.size > 0 ? { dependencies: sorted(dependencies) } : {}),
     ...(peers.size > 0
       ? {

@@ -12,7 +12,7 @@ import process from "node:process";
 import { LockFailed } from "../../mod.ts";
 import { BrokerState } from "../../backends/broker.ts";
 import { clientOptions } from "../broker_env.ts";
-import { random } from "../helpers.ts";
+import { random } from "../../testing/helpers.ts";
 
 const [url, token, file, seedText, iterationsText, tasksText, keysText] = process.argv.slice(2);
 const seed = Number(seedText);

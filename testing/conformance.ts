@@ -1,55 +1,129 @@
 /**
- * The conformance suite: every rule of DESIGN.md's Semantics section as a test, run against every
- * backend through a factory (the pattern of verrou's `registerStoreTestSuite`).
+ * The conformance suite: every rule of the lock contract (README, "The contract") as a
+ * `node:test` test, run against a backend through a factory. Published as
+ * `@momotor/shared-state/testing`; our own backends pass it the same way.
  */
 
 import assert from "node:assert/strict";
 import { after, afterEach, describe, it } from "node:test";
-import { type Lock, LockFailed, LockLost, type StateABC } from "../mod.ts";
+import { LockFailed, LockLost } from "../errors.ts";
+import { checkFunction, checkOptions, optionNames, show } from "../internal/arguments.ts";
+import type { Lock, StateABC } from "../state.ts";
 import { deferred, InvariantMonitor, macrotask, random, watch } from "./helpers.ts";
 
-/** A backend as the suite sees it. */
-export interface BackendUnderTest {
-  /** Shown in test names. */
-  name: string;
-  /** A new, open state. States made by one backend share their locks when `sharedBacking`. */
+/** How {@link conformanceSuite} makes and checks states of the backend under test. */
+export interface ConformanceOptions {
+  /**
+   * Makes a new, open state. Each test makes the states it needs; the suite closes them after
+   * the test.
+   */
   create(): StateABC | Promise<StateABC>;
-  /** A reason to skip the whole suite (e.g. no server), or false. */
-  skip?: string | false;
-  /** Whether two states from `create()` see each other's locks (a database, a broker). */
+  /**
+   * Whether two states made by `create` share their locks (a database, a broker): adds tests in
+   * which two states contend for one key. Default `false`.
+   */
   sharedBacking?: boolean;
-  /** Asserts that the backend keeps nothing of finished requests (no map entry, no DB lock). */
-  assertClean?(): Promise<void>;
-  /** Called once after the suite. */
-  teardown?(): Promise<void>;
+  /** Skips the whole suite (e.g. when no server answers): a reason, or `true`. Default `false`. */
+  skip?: string | boolean;
+  /**
+   * Runs after each test, once the test's states are closed: assert here that the backend kept
+   * nothing of finished requests (no map entry, no database lock).
+   */
+  assertClean?(): void | Promise<void>;
+  /** Runs once after the suite: end what `create` needed (a server, an admin client). */
+  teardown?(): void | Promise<void>;
+  /**
+   * Milliseconds after which a test fails rather than waits for ever on a backend that never
+   * grants, releases or fails a request. Default 60,000.
+   */
+  timeout?: number;
+}
+
+const OPTION_NAMES = optionNames<ConformanceOptions>({
+  create: true,
+  sharedBacking: true,
+  skip: true,
+  assertClean: true,
+  teardown: true,
+  timeout: true,
+});
+
+/** Settles like `body`, or rejects once `ms` have passed; never leaves a timer behind. */
+async function within(body: Promise<void>, ms: number, name: string): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(
+        new Error(
+          `"${name}" did not end within ${ms} ms: a request was never granted, released or failed`,
+        ),
+      );
+    }, ms);
+  });
+  try {
+    await Promise.race([body, limit]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 const S = { exclusive: false } as const;
 const X = { exclusive: true } as const;
 
-/** Registers the suite for `backend` with node:test. */
-export function conformanceSuite(backend: BackendUnderTest): void {
-  describe(`conformance: ${backend.name}`, { skip: backend.skip || false }, () => {
+/**
+ * Registers the conformance suite for a backend with `node:test`: `deno test` and `node --test`
+ * both run it. Every test makes fresh states with `options.create()` and fresh keys, so that
+ * backends sharing a server can run it side by side. A backend passes when every test passes.
+ *
+ * @example A backend of your own (a file `my_state_test.ts`)
+ * ```ts
+ * import { LocalState } from "@momotor/shared-state";
+ * import { conformanceSuite } from "@momotor/shared-state/testing";
+ *
+ * class MyState extends LocalState {} // your StateABC subclass
+ *
+ * conformanceSuite("MyState", { create: () => new MyState() });
+ * ```
+ *
+ * @param name The backend's name, in the suite's name (`conformance: <name>`).
+ * @param options The factory of states, and optional hooks.
+ * @throws {TypeError} for a missing `create`, or an unknown or ill-typed option.
+ */
+export function conformanceSuite(name: string, options: ConformanceOptions): void {
+  if (typeof name !== "string") throw new TypeError(`name must be a string, got ${show(name)}`);
+  checkOptions(options, OPTION_NAMES, "conformanceSuite options");
+  checkFunction(options.create, "create");
+  const timeout = options.timeout ?? 60_000;
+  if (typeof timeout !== "number" || !(timeout > 0)) {
+    throw new TypeError(`timeout must be a number of milliseconds > 0, got ${show(timeout)}`);
+  }
+  /** `it`, failing a test that hangs instead of hanging the run. */
+  const test = (title: string, body: () => Promise<void>) =>
+    it(title, () => within(body(), timeout, title));
+  const skip = options.skip === true ? "skipped" : options.skip || false;
+
+  describe(`conformance: ${name}`, { skip }, () => {
     const opened: StateABC[] = [];
     let keyCounter = 0;
     /** A key no other test uses, so that tests and backends sharing a server stay apart. */
     const freshKey = (label = "key") => `conformance/${label}/${Date.now()}/${keyCounter++}`;
     async function open(): Promise<StateABC> {
-      const state = await backend.create();
+      const state = await options.create();
       opened.push(state);
       return state;
     }
 
     afterEach(async () => {
-      await Promise.all(opened.splice(0).map((state) => state.close()));
-      await backend.assertClean?.();
+      const closing = Promise.all(opened.splice(0).map((state) => state.close()));
+      await within(closing.then(() => {}), timeout, "closing the test's states");
+      await options.assertClean?.();
     });
     after(async () => {
-      await backend.teardown?.();
+      await options.teardown?.();
     });
 
     describe("modes", () => {
-      it("lets many shared holders in together", async () => {
+      test("lets many shared holders in together", async () => {
         const state = await open();
         const key = freshKey();
         const locks = await Promise.all([1, 2, 3].map(() => state.getLock(key, S)));
@@ -64,7 +138,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         assert.equal(await state.testLock(key, X), true);
       });
 
-      it("lets one exclusive holder in alone", async () => {
+      test("lets one exclusive holder in alone", async () => {
         const state = await open();
         const key = freshKey();
         const lock = await state.getLock(key);
@@ -78,7 +152,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         assert.equal(await state.testLock(key), true);
       });
 
-      it("makes an exclusive request wait for every shared holder", async () => {
+      test("makes an exclusive request wait for every shared holder", async () => {
         const state = await open();
         const key = freshKey();
         const readers = [await state.getLock(key, S), await state.getLock(key, S)];
@@ -92,7 +166,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         await (writer.outcome as { value: Lock }).value.release();
       });
 
-      it("is not reentrant: a second exclusive request on a held key waits", async () => {
+      test("is not reentrant: a second exclusive request on a held key waits", async () => {
         const state = await open();
         const key = freshKey();
         const lock = await state.getLock(key);
@@ -102,7 +176,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         await (await second).release();
       });
 
-      it("keeps keys apart, whatever characters they hold", async () => {
+      test("keeps keys apart, whatever characters they hold", async () => {
         const state = await open();
         const base = freshKey();
         const keys = [
@@ -126,7 +200,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
     });
 
     describe("fairness", () => {
-      it("serves requests first come, first served, shared runs together", async () => {
+      test("serves requests first come, first served, shared runs together", async () => {
         const state = await open();
         const key = freshKey();
         const order: string[] = [];
@@ -153,7 +227,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         assert.deepEqual(order, ["s1", "s2", "x3", "s4"]);
       });
 
-      it("starves neither writers nor readers under a steady stream", async () => {
+      test("starves neither writers nor readers under a steady stream", async () => {
         const state = await open();
         const key = freshKey();
         let readersActive = 0;
@@ -178,7 +252,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         assert.equal(writerDone, true);
       });
 
-      it("unblocks shared requests when the exclusive request ahead of them gives up", async () => {
+      test("unblocks shared requests when the exclusive request ahead of them gives up", async () => {
         const state = await open();
         const key = freshKey();
         const reader = await state.getLock(key, S);
@@ -195,7 +269,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
     });
 
     describe("timeout and abort", () => {
-      it("times out with LockFailed and leaves nothing behind", async () => {
+      test("times out with LockFailed and leaves nothing behind", async () => {
         const state = await open();
         const key = freshKey();
         const holder = await state.getLock(key);
@@ -213,7 +287,27 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         await again.release();
       });
 
-      it("tries once with timeout 0 and succeeds when free", async () => {
+      test("fails a busy timeout-0 request at once, its cause not repeating its message", async () => {
+        const state = await open();
+        const key = freshKey();
+        const holder = await state.getLock(key);
+        for (const exclusive of [true, false]) {
+          const error = await state.getLock(key, { exclusive, timeout: 0 }).then(
+            () => assert.fail("a busy lock was granted"),
+            (error) => error,
+          );
+          assert.ok(error instanceof LockFailed, String(error));
+          assert.equal(error.key, key);
+          assert.equal(error.exclusive, exclusive);
+          const cause = error.cause instanceof Error ? error.cause.message : error.cause;
+          if (typeof cause === "string") {
+            assert.ok(!error.message.includes(cause), `the cause repeats: ${cause}`);
+          }
+        }
+        await holder.release();
+      });
+
+      test("tries once with timeout 0 and succeeds when free", async () => {
         const state = await open();
         const key = freshKey();
         const lock = await state.getLock(key, { timeout: 0 });
@@ -222,7 +316,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         await shared.release();
       });
 
-      it("fails at once, with the reason as cause, for a signal aborted already", async () => {
+      test("fails at once, with the reason as cause, for a signal aborted already", async () => {
         const state = await open();
         const key = freshKey();
         const reason = new Error("stop");
@@ -235,7 +329,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         assert.equal(await state.testLock(key), true);
       });
 
-      it("ends a wait when the signal aborts, with the reason as cause", async () => {
+      test("ends a wait when the signal aborts, with the reason as cause", async () => {
         const state = await open();
         const key = freshKey();
         const holder = await state.getLock(key);
@@ -250,7 +344,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         assert.equal(await state.testLock(key), true);
       });
 
-      it("keeps waiting past a timeout of 2^31 ms (setTimeout would overflow)", async () => {
+      test("keeps waiting past a timeout of 2^31 ms (setTimeout would overflow)", async () => {
         const state = await open();
         const key = freshKey();
         const holder = await state.getLock(key);
@@ -263,7 +357,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         await (waiter.outcome as { value: Lock }).value.release();
       });
 
-      it("leaves no residue after random aborts and timeouts", async () => {
+      test("leaves no residue after random aborts and timeouts", async () => {
         const state = await open();
         const keys = [freshKey("a"), freshKey("b")];
         const next = random(7);
@@ -295,7 +389,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
     });
 
     describe("release", () => {
-      it("is idempotent, and a stale release never frees a later holder", async () => {
+      test("is idempotent, and a stale release never frees a later holder", async () => {
         const state = await open();
         const key = freshKey();
         const first = await state.getLock(key);
@@ -308,7 +402,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         assert.equal(await state.testLock(key), true);
       });
 
-      it("resolves once the lock is free, and leaves the signal alone", async () => {
+      test("resolves once the lock is free, and leaves the signal alone", async () => {
         const state = await open();
         const key = freshKey();
         const lock = await state.getLock(key, S);
@@ -318,7 +412,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         assert.equal(lock.signal.aborted, false);
       });
 
-      it("works with await using", async () => {
+      test("works with await using", async () => {
         const state = await open();
         const key = freshKey();
         {
@@ -329,7 +423,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         assert.equal(await state.testLock(key), true);
       });
 
-      it("withLock releases on return and on throw", async () => {
+      test("withLock releases on return and on throw", async () => {
         const state = await open();
         const key = freshKey();
         const value = await state.withLock(key, async (lock) => {
@@ -352,7 +446,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
     });
 
     describe("bad input", () => {
-      it("rejects ill-typed arguments with TypeError and bad timeouts with RangeError", async () => {
+      test("rejects ill-typed arguments with TypeError and bad timeouts with RangeError", async () => {
         const state = await open();
         const bad = (value: unknown) => value as never;
         for (const key of [undefined, null, 1, {}, Symbol("k"), ["a"]]) {
@@ -378,10 +472,43 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         assert.equal(await state.testLock("k"), true);
         await (await state.getLock("k", { timeout: 0 })).release();
       });
+
+      test("rejects an unknown option with a TypeError naming it", async () => {
+        const state = await open();
+        const key = freshKey();
+        const bad = (value: unknown) => value as never;
+        const namesIt = (option: string) => (error: unknown) => {
+          assert.ok(error instanceof TypeError, `not a TypeError: ${error}`);
+          assert.match(error.message, new RegExp(`unknown option "${option}"`));
+          return true;
+        };
+        const calls: [string, () => Promise<unknown>][] = [
+          ["exlusive", () => state.getLock(key, bad({ exlusive: false }))],
+          ["timeOut", () => state.getLock(key, bad({ exclusive: false, timeOut: 10 }))],
+          ["nameSpace", () => state.getLock(key, bad({ nameSpace: "app" }))],
+          ["exlusive", () => state.testLock(key, bad({ exlusive: false }))],
+          ["timeout", () => state.testLock(key, bad({ timeout: 0 }))],
+          [
+            "signl",
+            () => state.withLock(key, () => 1, bad({ signl: new AbortController().signal })),
+          ],
+        ];
+        for (const [option, call] of calls) await assert.rejects(call(), namesIt(option));
+        // A misspelled `exclusive` never became an exclusive lock that is still held.
+        assert.equal(await state.testLock(key), true);
+        // Known options left undefined are not unknown.
+        const lock = await state.getLock(key, {
+          exclusive: undefined,
+          timeout: undefined,
+          signal: undefined,
+        });
+        await lock.release();
+        assert.equal(await state.testLock(key, { exclusive: undefined }), true);
+      });
     });
 
     describe("close", () => {
-      it("fails waiters, aborts holders' signals and refuses later calls", async () => {
+      test("fails waiters, aborts holders' signals and refuses later calls", async () => {
         const state = await open();
         const key = freshKey();
         const holder = await state.getLock(key);
@@ -403,7 +530,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
         await assert.rejects(state.withLock(key, () => 1), LockFailed);
       });
 
-      it("closes through await using", async () => {
+      test("closes through await using", async () => {
         let closed: StateABC | undefined;
         {
           await using state = await open();
@@ -414,7 +541,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
     });
 
     describe("stress", () => {
-      it("keeps the invariant under random interleavings", async () => {
+      test("keeps the invariant under random interleavings", async () => {
         const state = await open();
         const keys = [freshKey("a"), freshKey("b"), freshKey("c")];
         const monitor = new InvariantMonitor();
@@ -450,9 +577,9 @@ export function conformanceSuite(backend: BackendUnderTest): void {
       });
     });
 
-    if (backend.sharedBacking) {
+    if (options.sharedBacking) {
       describe("two states on one backend", () => {
-        it("exclude each other", async () => {
+        test("exclude each other", async () => {
           const [a, b] = [await open(), await open()];
           const key = freshKey();
           const lock = await a.getLock(key);
@@ -469,7 +596,7 @@ export function conformanceSuite(backend: BackendUnderTest): void {
           assert.equal(await b.testLock(key), true);
         });
 
-        it("hand a key back and forth under the invariant", async () => {
+        test("hand a key back and forth under the invariant", async () => {
           const states = [await open(), await open()];
           const key = freshKey();
           const monitor = new InvariantMonitor();
