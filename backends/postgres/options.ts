@@ -35,10 +35,13 @@ export interface PostgresStateOptions {
    */
   maxConnections?: number;
   /**
-   * Milliseconds between heartbeats (`select 1`) on connections that hold locks. A heartbeat
-   * still unanswered at the next two ticks declares the connection dead and its locks lost: a
-   * silent network loss is noticed within two to three intervals. `0` turns heartbeats off (a
-   * closed connection is still noticed at once). Default 5000.
+   * Milliseconds between heartbeats (`select 1`) on connections that hold locks, have a
+   * transaction open or have a request in flight; a connection blocked in a lock wait is watched
+   * from the main connection in `pg_stat_activity`. A heartbeat still unanswered at the next two
+   * ticks declares the connection dead, its locks lost and its requests failed: on a silent
+   * network every request settles within two to three intervals, and a new connection must be
+   * ready within three (at least a second). `0` turns heartbeats off (a closed connection is
+   * still noticed at once; postgres.js's `connect_timeout` bounds connecting). Default 5000.
    */
   heartbeatInterval?: number;
   /**

@@ -15,6 +15,14 @@ export type LockMode = "session" | "transaction";
 const CONNECTION_CHECK_MS = 1000;
 
 /**
+ * The server's TCP keepalive for our sessions, in seconds: idle time, then probes and the interval
+ * between them. On a network that went silent, the server notices our end is gone after about 25
+ * seconds instead of the system's default two hours, and ends the session: its locks are freed,
+ * and a wait leaves the queue (with client_connection_check_interval). Issue 9.
+ */
+const KEEPALIVE = { idle: 10, interval: 5, count: 3 } as const;
+
+/**
  * A select-list item that sets `name` for the session, or with `local` for the transaction. A
  * setting that PostgreSQL has only from version 14 on (`since14`) is set only there.
  */
@@ -28,14 +36,17 @@ function setting(name: string, value: string, local: boolean, since14 = false): 
 /**
  * The settings a session-mode connection starts with, as select-list items. A lock holder sits
  * idle for long, and the server must not end its session for that; and a backend blocked in a lock
- * wait must notice when our process died, or it stays in the queue until granted, ahead of
- * everyone after it.
+ * wait must notice when our process died or our network went silent, or it stays in the queue
+ * until granted, ahead of everyone after it.
  */
 export const SESSION_SETTINGS: string = [
   setting("statement_timeout", "0", false),
   setting("idle_in_transaction_session_timeout", "0", false),
   setting("idle_session_timeout", "0", false, true),
   setting("client_connection_check_interval", String(CONNECTION_CHECK_MS), false, true),
+  setting("tcp_keepalives_idle", String(KEEPALIVE.idle), false),
+  setting("tcp_keepalives_interval", String(KEEPALIVE.interval), false),
+  setting("tcp_keepalives_count", String(KEEPALIVE.count), false),
 ].join(", ");
 
 function int8(id: bigint): string {
