@@ -5,6 +5,34 @@
  * @module
  */
 
+/**
+ * Why a lock could not be acquired, as data (the message is for people):
+ *
+ * | reason          | when                                                                    |
+ * | --------------- | ----------------------------------------------------------------------- |
+ * | `"busy"`        | `timeout: 0` and the lock was not free                                  |
+ * | `"timeout"`     | the timeout passed                                                      |
+ * | `"aborted"`     | the signal was aborted, before or during the wait (its reason: `cause`) |
+ * | `"closed"`      | the state is closed, or was closed during the wait                      |
+ * | `"unreachable"` | the backend could not be reached, or its connection failed while waiting |
+ * | `"refused"`     | the backend said no: a wrong broker token, a limit, a misconfigured pooler |
+ * | `"deadlock"`    | the database detected a deadlock and chose this request to fail         |
+ */
+export type LockFailedReason =
+  | "busy"
+  | "timeout"
+  | "aborted"
+  | "closed"
+  | "unreachable"
+  | "refused"
+  | "deadlock";
+
+/**
+ * Why a held lock was taken away: `"closed"` (the state was closed) or `"disconnected"` (the
+ * backend's connection or session ended, so the backend freed the lock).
+ */
+export type LockLostReason = "closed" | "disconnected";
+
 /** What both lock errors carry besides their message. */
 export interface LockErrorDetails {
   /** The key of the lock. */
@@ -13,6 +41,18 @@ export interface LockErrorDetails {
   exclusive: boolean;
   /** The underlying reason: an abort reason, a driver error, … */
   cause?: unknown;
+}
+
+/** The details of a {@link LockFailed}. */
+export interface LockFailedDetails extends LockErrorDetails {
+  /** Why, as data. */
+  reason: LockFailedReason;
+}
+
+/** The details of a {@link LockLost}. */
+export interface LockLostDetails extends LockErrorDetails {
+  /** Why, as data. */
+  reason: LockLostReason;
 }
 
 /** Keys can be 64 KiB long; a message quotes only their start. */
@@ -26,8 +66,9 @@ function describe(details: LockErrorDetails): string {
 }
 
 /**
- * A lock could not be acquired: the timeout passed, the signal was aborted (its reason is the
- * `cause`), the backend could not be reached, or the state is closed.
+ * A lock could not be acquired: the lock was busy, the timeout passed, the signal was aborted (its
+ * reason is the `cause`), the backend could not be reached or said no, or the state is closed.
+ * {@link LockFailed.reason} says which, as data.
  *
  * @example Try once, do something else when the lock is busy
  * ```ts
@@ -38,7 +79,7 @@ function describe(details: LockErrorDetails): string {
  *   await using _lock = await state.getLock("report", { timeout: 0 });
  *   // … build the report …
  * } catch (error) {
- *   if (!(error instanceof LockFailed)) throw error;
+ *   if (!(error instanceof LockFailed) || error.reason !== "busy") throw error;
  *   console.log(`busy: ${error.key}`);
  * }
  * ```
@@ -48,18 +89,21 @@ export class LockFailed extends Error {
   readonly key: string;
   /** The mode that was requested. */
   readonly exclusive: boolean;
+  /** Why, as data: see {@link LockFailedReason}. */
+  readonly reason: LockFailedReason;
 
   /**
-   * Makes the error; its message names the mode, the key and the reason.
+   * Makes the error; its message names the mode, the key and what went wrong.
    *
-   * @param reason What went wrong, in a few words ("timed out after 50 ms").
-   * @param details The key, the mode and the underlying cause.
+   * @param message What went wrong, in a few words ("timed out after 50 ms").
+   * @param details The key, the mode, the reason and the underlying cause.
    */
-  constructor(reason: string, details: LockErrorDetails) {
-    super(`Could not acquire ${describe(details)}: ${reason}`, { cause: details.cause });
+  constructor(message: string, details: LockFailedDetails) {
+    super(`Could not acquire ${describe(details)}: ${message}`, { cause: details.cause });
     this.name = "LockFailed";
     this.key = details.key;
     this.exclusive = details.exclusive;
+    this.reason = details.reason;
   }
 }
 
@@ -83,17 +127,20 @@ export class LockLost extends Error {
   readonly key: string;
   /** The mode the lost lock was held in. */
   readonly exclusive: boolean;
+  /** Why, as data: see {@link LockLostReason}. */
+  readonly reason: LockLostReason;
 
   /**
-   * Makes the error; its message names the mode, the key and the reason.
+   * Makes the error; its message names the mode, the key and what happened.
    *
-   * @param reason What happened, in a few words ("the state was closed").
-   * @param details The key, the mode and the underlying cause.
+   * @param message What happened, in a few words ("the state was closed").
+   * @param details The key, the mode, the reason and the underlying cause.
    */
-  constructor(reason: string, details: LockErrorDetails) {
-    super(`Lost ${describe(details)}: ${reason}`, { cause: details.cause });
+  constructor(message: string, details: LockLostDetails) {
+    super(`Lost ${describe(details)}: ${message}`, { cause: details.cause });
     this.name = "LockLost";
     this.key = details.key;
     this.exclusive = details.exclusive;
+    this.reason = details.reason;
   }
 }

@@ -26,7 +26,15 @@
  * @module
  */
 
-export { type LockErrorDetails, LockFailed, LockLost } from "./errors.ts";
+export {
+  type LockErrorDetails,
+  LockFailed,
+  type LockFailedDetails,
+  type LockFailedReason,
+  LockLost,
+  type LockLostDetails,
+  type LockLostReason,
+} from "./errors.ts";
 export {
   type Lock,
   type LockOptions,

@@ -5,7 +5,8 @@
  * @module
  */
 
-import { LockFailed } from "./errors.ts";
+import type { LockFailed } from "./errors.ts";
+import { aborted, closed } from "./internal/failures.ts";
 import {
   checkFunction,
   checkKey,
@@ -230,8 +231,8 @@ export abstract class StateABC implements AsyncDisposable {
     exclusive: boolean,
     signal: AbortSignal | undefined,
   ): LockFailed | undefined {
-    if (this.#closed) return new LockFailed("the state is closed", { key, exclusive });
-    if (signal?.aborted) return new LockFailed("aborted", { key, exclusive, cause: signal.reason });
+    if (this.#closed) return closed({ key, exclusive });
+    if (signal?.aborted) return aborted({ key, exclusive }, signal);
     return undefined;
   }
 }

@@ -4,11 +4,11 @@
  * @module
  */
 
-import { LockFailed } from "../errors.ts";
 import { checkOptions, optionNames, optionTypeError } from "../internal/arguments.ts";
 import { BaseLock, RELEASED } from "../internal/base_lock.ts";
-import { DeadlineTimer } from "../internal/deadline.ts";
+import { busy, closed } from "../internal/failures.ts";
 import { append, type List, unlink } from "../internal/intrusive_list.ts";
+import { RequestWait } from "../internal/request_wait.ts";
 import { backendLogger, debugEnabled } from "../internal/log.ts";
 import { type Lock, type LockRequest, StateABC } from "../state.ts";
 
@@ -21,15 +21,6 @@ export interface LocalStateOptions {
 }
 
 const LOCAL_OPTIONS = optionNames<LocalStateOptions>({ name: true });
-
-/** What a waiting request needs until it is granted or fails. */
-interface Waiting {
-  resolve(lock: Lock): void;
-  reject(error: LockFailed): void;
-  timer: DeadlineTimer | undefined;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
-}
 
 /** Who holds a key and who waits for it. Exists only while someone does (then it is deleted). */
 class KeyEntry implements List<LocalLock> {
@@ -50,7 +41,8 @@ class KeyEntry implements List<LocalLock> {
 class LocalLock extends BaseLock {
   prev: LocalLock | undefined = undefined;
   next: LocalLock | undefined = undefined;
-  waiting: Waiting | undefined = undefined;
+  /** Set while the request waits in its key's queue. */
+  wait: RequestWait | undefined = undefined;
   readonly entry: KeyEntry;
   readonly #state: LocalState;
   readonly #release: (lock: LocalLock) => void;
@@ -149,46 +141,27 @@ export class LocalState extends StateABC {
 
   /** Fails every waiting request and marks every held lock lost. */
   protected shutdown(): Promise<void> {
-    for (const [key, entry] of this.#entries) {
+    for (const entry of this.#entries.values()) {
       for (let lock = entry.head; lock !== undefined; lock = entry.head) {
         unlink(entry, lock);
-        this.#fail(
-          lock,
-          new LockFailed("the state was closed", { key, exclusive: lock.exclusive }),
-        );
+        this.#settle(lock).fail(closed(lock));
       }
     }
     this.#entries.clear();
     for (let lock = this.#held.head; lock !== undefined; lock = this.#held.head) {
       unlink(this.#held, lock);
-      lock.lose("the state was closed");
+      lock.lose("closed", "the state was closed");
     }
     log.debug("{name}: closed", { name: this.#name });
     return Promise.resolve();
   }
 
   #wait(key: string, entry: KeyEntry, request: LockRequest): Promise<Lock> {
-    const { exclusive, signal, deadline, timeout } = request;
-    if (request.tryOnce) {
-      return Promise.reject(new LockFailed("it is busy (timeout 0)", { key, exclusive }));
-    }
+    const { exclusive } = request;
+    if (request.tryOnce) return Promise.reject(busy({ key, exclusive }));
     const lock = new LocalLock(this, this.#releaseLock, entry, key, exclusive);
-    const promise = new Promise<Lock>((resolve, reject) => {
-      lock.waiting = { resolve, reject, timer: undefined, signal, onAbort: undefined };
-    });
-    const waiting = lock.waiting!;
+    lock.wait = new RequestWait<Lock>(lock, request, () => this.#gaveUp(lock));
     append(entry, lock);
-    if (deadline !== undefined) {
-      waiting.timer = new DeadlineTimer(deadline, () => {
-        this.#giveUp(lock, new LockFailed(`timed out after ${timeout} ms`, { key, exclusive }));
-      });
-    }
-    if (signal !== undefined) {
-      waiting.onAbort = () => {
-        this.#giveUp(lock, new LockFailed("aborted", { key, exclusive, cause: signal.reason }));
-      };
-      signal.addEventListener("abort", waiting.onAbort, { once: true });
-    }
     if (debugEnabled(log)) {
       log.debug("{name}: waiting for {mode} lock on {key}", {
         name: this.#name,
@@ -196,7 +169,7 @@ export class LocalState extends StateABC {
         key,
       });
     }
-    return promise;
+    return lock.wait.promise;
   }
 
   /** Marks a lock held (from the fast path or the queue). */
@@ -220,36 +193,28 @@ export class LocalState extends StateABC {
     for (let lock = entry.head; lock !== undefined; lock = entry.head) {
       if (entry.exclusive || (lock.exclusive && entry.shared > 0)) return;
       unlink(entry, lock);
-      const waiting = this.#settle(lock);
+      const wait = this.#settle(lock);
       this.#hold(lock);
-      waiting.resolve(lock);
+      wait.grant(lock);
       if (lock.exclusive) return;
     }
   }
 
   /** A waiting request timed out or was aborted: it leaves the queue and nothing behind. */
-  #giveUp(lock: LocalLock, error: LockFailed): void {
-    if (lock.waiting === undefined) return;
+  #gaveUp(lock: LocalLock): void {
+    if (lock.wait === undefined) return;
+    lock.wait = undefined;
     const entry = lock.entry;
     unlink(entry, lock);
-    this.#fail(lock, error);
     // An exclusive request that leaves may unblock the shared requests behind it.
     if (entry.head !== undefined) this.#grantWaiting(entry);
     if (entry.unused) this.#entries.delete(lock.key);
   }
 
-  #fail(lock: LocalLock, error: LockFailed): void {
-    this.#settle(lock).reject(error);
-  }
-
-  /** Ends the waiting phase of `lock`: stops its timer and its abort listener. */
-  #settle(lock: LocalLock): Waiting {
-    const waiting = lock.waiting!;
-    lock.waiting = undefined;
-    waiting.timer?.cancel();
-    if (waiting.onAbort !== undefined) {
-      waiting.signal!.removeEventListener("abort", waiting.onAbort);
-    }
-    return waiting;
+  /** Ends the waiting phase of `lock`. */
+  #settle(lock: LocalLock): RequestWait {
+    const wait = lock.wait!;
+    lock.wait = undefined;
+    return wait;
   }
 }

@@ -14,7 +14,7 @@
  */
 
 import postgres from "postgres";
-import { LockFailed } from "../errors.ts";
+import { backendFailure } from "../internal/failures.ts";
 import { backendLogger } from "../internal/log.ts";
 import { type Lock, type LockRequest, StateABC } from "../state.ts";
 import { LockTable } from "./postgres/lock_table.ts";
@@ -180,12 +180,14 @@ export class PostgresState extends StateABC {
     try {
       return this.#table.acquire(key, request);
     } catch (error) {
+      // A bug must still fail the request the documented way, never leak another error.
       return Promise.reject(
-        new LockFailed(`internal error: ${String(error)}`, {
-          key,
-          exclusive: request.exclusive,
-          cause: error,
-        }),
+        backendFailure(
+          { key, exclusive: request.exclusive },
+          "unreachable",
+          `internal error: ${String(error)}`,
+          error,
+        ),
       );
     }
   }

@@ -1,6 +1,6 @@
 /** The part of a {@link Lock} that every backend shares: lazy signal, single release, loss. */
 
-import { type LockErrorDetails, LockLost } from "../errors.ts";
+import { LockLost, type LockLostReason } from "../errors.ts";
 import type { Lock } from "../state.ts";
 
 /** A settled `release()` result, shared: freeing many locks needs no promise each. */
@@ -49,12 +49,15 @@ export abstract class BaseLock implements Lock {
   /**
    * The backend lost this lock: abort its signal with {@link LockLost}; `release()` becomes a
    * no-op. Does nothing once released or lost.
+   *
+   * @param reason Why, as data.
+   * @param message What happened, in a few words.
+   * @param cause The underlying error, if any.
    */
-  lose(reason: string, cause?: unknown): void {
+  lose(reason: LockLostReason, message: string, cause?: unknown): void {
     if (this.#release !== undefined) return;
     this.#release = RELEASED;
-    const details: LockErrorDetails = { key: this.key, exclusive: this.exclusive, cause };
-    this.#lost = new LockLost(reason, details);
+    this.#lost = new LockLost(message, { key: this.key, exclusive: this.exclusive, reason, cause });
     this.#controller?.abort(this.#lost);
   }
 

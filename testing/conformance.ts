@@ -281,6 +281,7 @@ export function conformanceSuite(name: string, options: ConformanceOptions): voi
         assert.equal(error.key, key);
         assert.equal(error.exclusive, false);
         assert.equal(error.name, "LockFailed");
+        assert.equal(error.reason, "timeout");
         await holder.release();
         assert.equal(await state.testLock(key), true);
         const again = await state.getLock(key, { timeout: 0 });
@@ -299,6 +300,7 @@ export function conformanceSuite(name: string, options: ConformanceOptions): voi
           assert.ok(error instanceof LockFailed, String(error));
           assert.equal(error.key, key);
           assert.equal(error.exclusive, exclusive);
+          assert.equal(error.reason, "busy");
           const cause = error.cause instanceof Error ? error.cause.message : error.cause;
           if (typeof cause === "string") {
             assert.ok(!error.message.includes(cause), `the cause repeats: ${cause}`);
@@ -326,6 +328,7 @@ export function conformanceSuite(name: string, options: ConformanceOptions): voi
         );
         assert.ok(error instanceof LockFailed);
         assert.equal(error.cause, reason);
+        assert.equal(error.reason, "aborted");
         assert.equal(await state.testLock(key), true);
       });
 
@@ -340,6 +343,7 @@ export function conformanceSuite(name: string, options: ConformanceOptions): voi
         const error = await waiting.then(() => assert.fail("should have failed"), (e) => e);
         assert.ok(error instanceof LockFailed);
         assert.equal(error.cause, reason);
+        assert.equal(error.reason, "aborted");
         await holder.release();
         assert.equal(await state.testLock(key), true);
       });
@@ -518,16 +522,20 @@ export function conformanceSuite(name: string, options: ConformanceOptions): voi
         await state.close();
         await waiter.done;
         assert.equal(waiter.outcome.status, "rejected");
-        assert.ok((waiter.outcome as { reason: unknown }).reason instanceof LockFailed);
+        const failure = (waiter.outcome as { reason: unknown }).reason;
+        assert.ok(failure instanceof LockFailed);
+        assert.equal(failure.reason, "closed");
         assert.equal(watchedSignal.aborted, true);
         assert.ok(watchedSignal.reason instanceof LockLost);
         assert.equal(watchedSignal.reason.key, key);
+        assert.equal(watchedSignal.reason.reason, "closed");
         assert.ok(unwatched.signal.reason instanceof LockLost, "a signal read after close");
         await holder.release();
         await state.close();
-        await assert.rejects(state.getLock(key), LockFailed);
-        await assert.rejects(state.testLock(key), LockFailed);
-        await assert.rejects(state.withLock(key, () => 1), LockFailed);
+        const closedReason = { name: "LockFailed", reason: "closed" };
+        await assert.rejects(state.getLock(key), closedReason);
+        await assert.rejects(state.testLock(key), closedReason);
+        await assert.rejects(state.withLock(key, () => 1), closedReason);
       });
 
       test("closes through await using", async () => {

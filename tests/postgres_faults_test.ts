@@ -126,6 +126,7 @@ describe("PostgresState under messy faults (issue 9)", { skip }, () => {
         for (const outcome of outcomes) {
           assert.equal(outcome.status, "rejected");
           assert.ok(outcome.reason instanceof LockFailed, String(outcome.reason));
+          assert.equal(outcome.reason.reason, "unreachable");
         }
         // The network comes back: new requests connect again, and the wait the silent network
         // left queued on the server is taken out of PostgreSQL's queue, not granted to nobody.
@@ -240,6 +241,7 @@ describe("PostgresState under messy faults (issue 9)", { skip }, () => {
       await terminate(admin!, await lockPids(admin!, app, false));
       const error = await rejection(waiting, "the wait whose backend was ended");
       assert.ok(error instanceof LockFailed);
+      assert.equal(error.reason, "unreachable");
       assert.match(error.message, /ended by the server|terminated/);
       assert.doesNotMatch(error.message, /could not be reached/);
       await held.release();

@@ -56,6 +56,7 @@ describe("PostgresState when its connections die", { skip }, () => {
           );
           reasons.forEach((reason, i) => {
             assert.ok(reason instanceof LockLost, `lock ${i}: ${String(reason)}`);
+            assert.equal(reason.reason, "disconnected");
             assert.equal(reason.key, keys[i]);
             assert.equal(reason.exclusive, locks[i].exclusive);
           });
@@ -101,6 +102,7 @@ describe("PostgresState when its connections die", { skip }, () => {
           const reason = (first.outcome as { reason: unknown }).reason;
           assert.ok(reason instanceof LockFailed, String(reason));
           assert.equal(reason.key, key);
+          assert.equal(reason.reason, "unreachable");
 
           // The request queued behind it now waits on another connection, and gets the lock.
           await eventually(async () => {
@@ -155,6 +157,7 @@ describe("PostgresState when its connections die", { skip }, () => {
           assert.equal(waiting.outcome.status, "rejected");
           const reason = (waiting.outcome as { reason: unknown }).reason as LockFailed;
           assert.ok(reason instanceof LockFailed);
+          assert.equal(reason.reason, "aborted");
           assert.equal((reason.cause as Error).message, "enough");
           await eventually(
             async () => (await advisoryLocksOf(admin!, name)).length === 0,

@@ -131,6 +131,7 @@ describe("PostgresState construction", () => {
         const error = await state.getLock("k", options).then(() => undefined, (e) => e);
         assert.ok(error instanceof LockFailed, String(error));
         assert.match(error.message, /could not be reached/);
+        assert.equal(error.reason, "unreachable");
       }
       await assert.rejects(state.testLock("k"), LockFailed);
       assert.equal(state.size, 0);

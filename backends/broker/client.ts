@@ -3,7 +3,7 @@
  * the first request and again after a loss.
  */
 
-import { LockFailed } from "../../errors.ts";
+import { backendFailure } from "../../internal/failures.ts";
 import { checkOptions, optionNames, optionTypeError, show } from "../../internal/arguments.ts";
 import type { Lock, LockRequest } from "../../state.ts";
 import { StateABC } from "../../state.ts";
@@ -130,10 +130,11 @@ export class BrokerState extends StateABC {
   protected acquire(key: string, request: LockRequest): Promise<Lock> {
     if (key.length > MAX_KEY_LENGTH) {
       return Promise.reject(
-        new LockFailed(`keys sent to a broker are limited to ${MAX_KEY_LENGTH} UTF-16 code units`, {
-          key,
-          exclusive: request.exclusive,
-        }),
+        backendFailure(
+          { key, exclusive: request.exclusive },
+          "refused",
+          `keys sent to a broker are limited to ${MAX_KEY_LENGTH} UTF-16 code units`,
+        ),
       );
     }
     return this.#connect().acquire(key, request);
@@ -143,10 +144,11 @@ export class BrokerState extends StateABC {
   protected probe(key: string, exclusive: boolean): Promise<boolean> {
     if (key.length > MAX_KEY_LENGTH) {
       return Promise.reject(
-        new LockFailed(`keys sent to a broker are limited to ${MAX_KEY_LENGTH} UTF-16 code units`, {
-          key,
-          exclusive,
-        }),
+        backendFailure(
+          { key, exclusive },
+          "refused",
+          `keys sent to a broker are limited to ${MAX_KEY_LENGTH} UTF-16 code units`,
+        ),
       );
     }
     return this.#connect().test(key, exclusive);

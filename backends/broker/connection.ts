@@ -3,7 +3,8 @@
  * a {@link BrokerState} over it, and fails or loses everything it carried when it ends.
  */
 
-import { LockFailed } from "../../errors.ts";
+import { LockFailed, type LockFailedReason, type LockLostReason } from "../../errors.ts";
+import { aborted, timedOut } from "../../internal/failures.ts";
 import { BaseLock } from "../../internal/base_lock.ts";
 import { DeadlineTimer } from "../../internal/deadline.ts";
 import { backendLogger } from "../../internal/log.ts";
@@ -88,6 +89,32 @@ class BrokerLock extends BaseLock {
 interface Ending {
   message: string;
   cause: unknown;
+  /** What its waiting requests fail with. */
+  failed: LockFailedReason;
+  /** What its held locks are lost with. */
+  lost: LockLostReason;
+}
+
+/** The client's reason for a broker's `failed` frame. */
+function failedReason(reason: FailureReason, timeout: number | undefined): LockFailedReason {
+  switch (reason) {
+    case "busy":
+    case "timeout":
+      return timeout === 0 ? "busy" : "timeout";
+    case "cancelled":
+      return "aborted";
+    case "unreachable":
+    case "refused":
+    case "deadlock":
+      return reason;
+    // The broker answered, and said no: its state is closed, a limit, a request it refused.
+    case "closed":
+    case "limit":
+    case "invalid":
+      return "refused";
+    default:
+      return "unreachable";
+  }
 }
 
 function failureMessage(entry: AcquireEntry | TestEntry, reason: FailureReason, message: string) {
@@ -129,11 +156,11 @@ export class Connection {
       socket.addEventListener("close", (event: CloseEvent) => this.#closed(event));
       socket.addEventListener("error", (event: Event) => {
         const cause = (event as ErrorEvent).error ?? (event as ErrorEvent).message ?? event;
-        this.#end({ message: this.#lossMessage(), cause });
+        this.#end(this.#loss(cause));
       });
     } catch (error) {
       // Queue the ending: the caller's request is registered right after construction.
-      queueMicrotask(() => this.#end({ message: "the broker could not be reached", cause: error }));
+      queueMicrotask(() => this.#end(this.#loss(error, "the broker could not be reached")));
     }
   }
 
@@ -145,10 +172,13 @@ export class Connection {
         if (this.#phase === "open" || this.#phase === "closing") this.#send({ op: "ping" });
       },
       (silentFor) =>
-        this.#end({
-          message: `${this.#lossMessage()}: no word from it for ${Math.round(silentFor)} ms`,
-          cause: new Error(`heartbeat timeout after ${Math.round(silentFor)} ms`),
-        }, CloseCode.heartbeatTimeout),
+        this.#end(
+          this.#loss(
+            new Error(`heartbeat timeout after ${Math.round(silentFor)} ms`),
+            `${this.#lossMessage()}: no word from it for ${Math.round(silentFor)} ms`,
+          ),
+          CloseCode.heartbeatTimeout,
+        ),
     );
   }
 
@@ -177,13 +207,12 @@ export class Connection {
       const { deadline, signal, timeout, exclusive } = request;
       if (deadline !== undefined && !request.tryOnce) {
         entry.timer = new DeadlineTimer(deadline, () => {
-          this.#giveUp(entry, new LockFailed(`timed out after ${timeout} ms`, { key, exclusive }));
+          this.#giveUp(entry, timedOut({ key, exclusive }, timeout));
         });
       }
       if (signal !== undefined) {
         entry.onAbort = () => {
-          const error = new LockFailed("aborted", { key, exclusive, cause: signal.reason });
-          this.#giveUp(entry, error);
+          this.#giveUp(entry, aborted({ key, exclusive }, signal));
         };
         signal.addEventListener("abort", entry.onAbort, { once: true });
       }
@@ -236,7 +265,12 @@ export class Connection {
    */
   async close(): Promise<void> {
     if (this.#phase === "ended" || this.#phase === "closing") return;
-    const ending: Ending = { message: "the state was closed", cause: undefined };
+    const ending: Ending = {
+      message: "the state was closed",
+      cause: undefined,
+      failed: "closed",
+      lost: "closed",
+    };
     if (this.#phase === "connecting") {
       // Nothing was sent yet: there is nothing to undo on the broker.
       this.#end(ending, CloseCode.normal);
@@ -248,14 +282,17 @@ export class Connection {
       if (entry.kind === "test") {
         if (entry.phase === "waiting") this.#abandon(entry, ending);
       } else if (entry.phase === "waiting") {
-        this.#giveUp(entry, new LockFailed(ending.message, this.#details(entry)));
+        this.#giveUp(
+          entry,
+          new LockFailed(ending.message, { ...this.#details(entry), reason: ending.failed }),
+        );
       } else if (entry.phase === "held") {
         entry.phase = "abandoned";
         this.#send({ op: "release", id: entry.id });
         held.push(entry.lock!);
       }
     }
-    for (const lock of held) lock.lose(ending.message);
+    for (const lock of held) lock.lose(ending.lost, ending.message);
     if (this.#entries.size > 0) {
       await new Promise<void>((resolve) => {
         this.#drained = resolve;
@@ -274,6 +311,11 @@ export class Connection {
       : "the connection to the broker was lost";
   }
 
+  /** The ending of a connection that failed under us. */
+  #loss(cause: unknown, message = this.#lossMessage()): Ending {
+    return { message, cause, failed: "unreachable", lost: "disconnected" };
+  }
+
   #send(frame: ClientFrame | (() => ClientFrame)): void {
     if (this.#phase === "connecting") {
       this.#outbox.push(typeof frame === "function" ? frame : () => frame);
@@ -283,7 +325,7 @@ export class Connection {
     try {
       this.#socket.send(JSON.stringify(typeof frame === "function" ? frame() : frame));
     } catch (error) {
-      this.#end({ message: this.#lossMessage(), cause: error });
+      this.#end(this.#loss(error));
     }
   }
 
@@ -297,23 +339,23 @@ export class Connection {
       };
       this.#socket!.send(JSON.stringify(hello));
     } catch (error) {
-      this.#end({ message: this.#lossMessage(), cause: error });
+      this.#end(this.#loss(error));
     }
   }
 
   #closed(event: CloseEvent): void {
     const code = event.code;
     const reason = event.reason ? `: ${event.reason}` : "";
+    const cause = new Error(`closed with code ${code}${reason}`);
     if (code === CloseCode.unauthorized) {
       this.#end({
         message: `the broker refused the connection${reason}`,
-        cause: new Error(`closed with code ${code}${reason}`),
+        cause,
+        failed: "refused",
+        lost: "disconnected",
       });
     } else {
-      this.#end({
-        message: `${this.#lossMessage()} (code ${code}${reason})`,
-        cause: new Error(`closed with code ${code}${reason}`),
-      });
+      this.#end(this.#loss(cause, `${this.#lossMessage()} (code ${code}${reason})`));
     }
   }
 
@@ -325,7 +367,7 @@ export class Connection {
       frame = parseServerFrame(data);
     } catch (error) {
       const message = error instanceof ProtocolError ? error.message : String(error);
-      this.#end({ message: `the broker sent a malformed frame: ${message}`, cause: error }, 1002);
+      this.#end(this.#loss(error, `the broker sent a malformed frame: ${message}`), 1002);
       return;
     }
     switch (frame.op) {
@@ -337,6 +379,8 @@ export class Connection {
         return this.#end({
           message: `the broker refused the connection: ${frame.message}`,
           cause: new Error(frame.message),
+          failed: "refused",
+          lost: "disconnected",
         }, CloseCode.normal);
       case "ping":
         return this.#send({ op: "pong" });
@@ -365,7 +409,10 @@ export class Connection {
     if (this.#phase !== "connecting") return;
     if (version !== PROTOCOL_VERSION) {
       const message = `the broker speaks protocol version ${version}, not ${PROTOCOL_VERSION}`;
-      this.#end({ message, cause: new Error(message) }, CloseCode.normal);
+      this.#end(
+        { message, cause: new Error(message), failed: "refused", lost: "disconnected" },
+        CloseCode.normal,
+      );
       return;
     }
     this.#phase = "open";
@@ -414,9 +461,11 @@ export class Connection {
     // A busy, timed-out or closed failure says all in its own message; the broker's message
     // would only repeat it (it is the served state's LockFailed message).
     const repeats = reason === "busy" || reason === "timeout" || reason === "closed";
+    const timeout = entry.kind === "acquire" ? entry.request.timeout : undefined;
     entry.reject(
       new LockFailed(failureMessage(entry, reason, message), {
         ...details,
+        reason: failedReason(reason, timeout),
         cause: repeats ? undefined : new Error(message),
       }),
     );
@@ -435,10 +484,15 @@ export class Connection {
     if (entry === undefined || entry.kind !== "acquire") return;
     this.#delete(entry);
     if (entry.phase === "held") {
-      entry.lock!.lose(`the broker lost it: ${message}`, new Error(message));
+      entry.lock!.lose("disconnected", `the broker lost it: ${message}`, new Error(message));
     } else if (entry.phase === "waiting") {
       this.#settle(entry);
-      entry.reject(new LockFailed(`the broker lost it: ${message}`, this.#details(entry)));
+      entry.reject(
+        new LockFailed(`the broker lost it: ${message}`, {
+          ...this.#details(entry),
+          reason: "unreachable",
+        }),
+      );
     }
     entry.released?.();
   }
@@ -465,6 +519,7 @@ export class Connection {
       new LockFailed(ending.message, {
         key: entry.key,
         exclusive: entry.exclusive,
+        reason: ending.failed,
         cause: ending.cause,
       }),
     );
@@ -500,10 +555,14 @@ export class Connection {
       } else if (entry.phase === "waiting") {
         this.#settle(entry);
         entry.reject(
-          new LockFailed(ending.message, { ...this.#details(entry), cause: ending.cause }),
+          new LockFailed(ending.message, {
+            ...this.#details(entry),
+            reason: ending.failed,
+            cause: ending.cause,
+          }),
         );
       } else if (entry.phase === "held") {
-        entry.lock!.lose(ending.message, ending.cause);
+        entry.lock!.lose(ending.lost, ending.message, ending.cause);
       } else {
         entry.released?.();
       }

@@ -49,12 +49,21 @@ export const CloseCode = {
   unsupportedVersion: 4003,
 } as const;
 
-/** Why a request failed, in a `failed` frame. */
+/**
+ * Why a request failed, in a `failed` frame: the served state's `LockFailed.reason` (`busy`,
+ * `timeout`, `closed`, `unreachable`, `refused`, `deadlock`), or the broker's own: `cancelled`
+ * (the client cancelled it, or its connection ended), `limit` (a per-connection limit),
+ * `invalid` (a malformed request), `error` (anything else). A client reads an unknown reason as
+ * `error`.
+ */
 export type FailureReason =
   | "busy"
   | "timeout"
   | "cancelled"
   | "closed"
+  | "unreachable"
+  | "refused"
+  | "deadlock"
   | "limit"
   | "invalid"
   | "error";
@@ -211,6 +220,9 @@ const FAILURE_REASONS = new Set<string>([
   "timeout",
   "cancelled",
   "closed",
+  "unreachable",
+  "refused",
+  "deadlock",
   "limit",
   "invalid",
   "error",

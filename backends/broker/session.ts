@@ -331,10 +331,9 @@ export class Session {
     let reason: FailureReason;
     if (request.cancelled) reason = "cancelled";
     else if (!(error instanceof LockFailed)) reason = "error";
-    else if (this.#config.state.closed) reason = "closed";
-    else if (request.timeout === 0) reason = "busy";
-    else if (request.timeout !== undefined) reason = "timeout";
-    else reason = "error";
+    // Only the client's cancel or the end of its connection abort the served state's wait.
+    else if (error.reason === "aborted") reason = "cancelled";
+    else reason = error.reason;
     const message = error instanceof Error ? error.message : String(error);
     this.#send({ op: "failed", id: request.id, reason, message });
   }

@@ -10,10 +10,11 @@
  * queue may hold a remote waiter, so that no remote request starves behind a busy process.
  */
 
-import { LockFailed } from "../../errors.ts";
+import type { LockFailed, LockFailedReason } from "../../errors.ts";
 import { BaseLock, RELEASED } from "../../internal/base_lock.ts";
-import { DeadlineTimer } from "../../internal/deadline.ts";
+import { backendFailure, busy, closed, timedOut } from "../../internal/failures.ts";
 import { append, type List, unlink } from "../../internal/intrusive_list.ts";
+import { type GiveUpReason, RequestWait } from "../../internal/request_wait.ts";
 import { backendLogger } from "../../internal/log.ts";
 import type { Lock, LockRequest } from "../../state.ts";
 import { advisoryLockId } from "./lock_id.ts";
@@ -53,16 +54,20 @@ class Waiter {
   next: Waiter | undefined = undefined;
   /** Set while a database acquisition runs for this waiter. */
   acquisition: Acquisition | undefined = undefined;
-  timer: DeadlineTimer | undefined = undefined;
-  onAbort: (() => void) | undefined = undefined;
-  settled = false;
+  readonly wait: RequestWait;
 
   constructor(
+    readonly key: string,
     readonly exclusive: boolean,
     readonly request: LockRequest,
-    readonly resolve: (lock: Lock) => void,
-    readonly reject: (error: LockFailed) => void,
-  ) {}
+    onGiveUp: (waiter: Waiter, why: GiveUpReason) => void,
+  ) {
+    this.wait = new RequestWait(this, request, (_, why) => onGiveUp(this, why));
+  }
+
+  get settled(): boolean {
+    return this.wait.settled;
+  }
 }
 
 /** A held lock as the caller sees it. */
@@ -136,7 +141,7 @@ class Acquisition {
     return this.#controller.signal;
   }
 
-  abandon(why: "timeout" | "abort" | "close"): void {
+  abandon(why: GiveUpReason | "close"): void {
     if (this.abandoned) return;
     this.abandoned = true;
     this.#controller?.abort(new Error("abandoned"));
@@ -189,7 +194,7 @@ export class LockTable {
     } else if (
       request.tryOnce && (entry.queue.head !== undefined || this.#conflicts(entry, exclusive))
     ) {
-      return Promise.reject(new LockFailed("it is busy (timeout 0)", { key, exclusive }));
+      return Promise.reject(busy({ key, exclusive }));
     }
     return this.#enqueue(entry, request);
   }
@@ -202,7 +207,7 @@ export class LockTable {
       if (entry.count > 0) return this.#canJoin(entry, exclusive);
       if (entry.op === undefined) break;
       await entry.op;
-      if (this.#closed) throw new LockFailed("the state was closed", { key, exclusive });
+      if (this.#closed) throw closed({ key, exclusive });
     }
     const id = advisoryLockId(this.#options.namespace, key);
     let session: Session | undefined;
@@ -212,11 +217,11 @@ export class LockTable {
       return rows[0]?.ok === true;
     } catch (caught) {
       const error = session?.dead ? session.cause ?? caught : caught;
-      throw new LockFailed(
-        this.#closed
-          ? "the state was closed"
-          : `the database could not be reached (${describeError(error)})`,
-        { key, exclusive, cause: error },
+      throw this.#closed ? closed({ key, exclusive }) : backendFailure(
+        { key, exclusive },
+        "unreachable",
+        `the database could not be reached (${describeError(error)})`,
+        error,
       );
     }
   }
@@ -224,18 +229,15 @@ export class LockTable {
   /** Fails every waiter and loses every held lock; the pool's shutdown frees the database. */
   close(): void {
     this.#closed = true;
-    for (const [key, entry] of this.#entries) {
+    for (const entry of this.#entries.values()) {
       for (let waiter = entry.queue.head; waiter !== undefined; waiter = entry.queue.head) {
         unlink(entry.queue, waiter);
         waiter.acquisition?.abandon("close");
-        this.#fail(
-          waiter,
-          new LockFailed("the state was closed", { key, exclusive: waiter.exclusive }),
-        );
+        waiter.wait.fail(closed(waiter));
       }
       for (let lock = entry.holders.head; lock !== undefined; lock = entry.holders.head) {
         unlink(entry.holders, lock);
-        lock.lose("the state was closed");
+        lock.lose("closed", "the state was closed");
       }
       entry.count = 0;
       entry.db?.session.held.delete(entry.db);
@@ -262,7 +264,7 @@ export class LockTable {
     entry.db = undefined;
     for (let lock = entry.holders.head; lock !== undefined; lock = entry.holders.head) {
       unlink(entry.holders, lock);
-      lock.lose("the database connection was lost", cause);
+      lock.lose("disconnected", "the database connection was lost", cause);
     }
     entry.count = 0;
     entry.exclusiveHeld = false;
@@ -275,43 +277,15 @@ export class LockTable {
   }
 
   #enqueue(entry: KeyEntry, request: LockRequest): Promise<Lock> {
-    const { exclusive, signal, deadline, timeout } = request;
-    const key = entry.key;
-    let waiter!: Waiter;
-    const promise = new Promise<Lock>((resolve, reject) => {
-      waiter = new Waiter(exclusive, request, resolve, reject);
-    });
+    const waiter = new Waiter(
+      entry.key,
+      request.exclusive,
+      request,
+      (waiter, why) => this.#gaveUp(entry, waiter, why),
+    );
     append(entry.queue, waiter);
-    if (deadline !== undefined && !request.tryOnce) {
-      waiter.timer = new DeadlineTimer(deadline, () => {
-        this.#giveUp(
-          entry,
-          waiter,
-          "timeout",
-          new LockFailed(`timed out after ${timeout} ms`, {
-            key,
-            exclusive,
-          }),
-        );
-      });
-    }
-    if (signal !== undefined) {
-      waiter.onAbort = () => {
-        this.#giveUp(
-          entry,
-          waiter,
-          "abort",
-          new LockFailed("aborted", {
-            key,
-            exclusive,
-            cause: signal.reason,
-          }),
-        );
-      };
-      signal.addEventListener("abort", waiter.onAbort, { once: true });
-    }
     this.#pump(entry);
-    return promise;
+    return waiter.wait.promise;
   }
 
   /** Whether a request of this mode may join the database lock held now, without a round trip. */
@@ -342,19 +316,13 @@ export class LockTable {
       if (entry.db !== undefined) {
         if (head !== undefined && this.#canJoin(entry, head.exclusive)) {
           unlink(entry.queue, head);
-          this.#settle(head).resolve(this.#hold(entry, head.exclusive));
+          head.wait.grant(this.#hold(entry, head.exclusive));
           continue;
         }
         if (entry.count > 0) {
           if (head?.request.tryOnce) {
             unlink(entry.queue, head);
-            this.#fail(
-              head,
-              new LockFailed("it is busy (timeout 0)", {
-                key: entry.key,
-                exclusive: head.exclusive,
-              }),
-            );
+            head.wait.fail(busy(head));
             continue;
           }
           return;
@@ -381,7 +349,7 @@ export class LockTable {
     for (let head = entry.queue.head; head !== undefined; head = entry.queue.head) {
       if (head.exclusive !== db.exclusive || (head.exclusive && entry.count > 0)) return;
       unlink(entry.queue, head);
-      this.#settle(head).resolve(this.#hold(entry, head.exclusive));
+      head.wait.grant(this.#hold(entry, head.exclusive));
     }
   }
 
@@ -461,7 +429,7 @@ export class LockTable {
       const rows = (transaction ? results.at(-1) : results) as { ok?: unknown }[];
       if (rows[0]?.ok === true) return { session, exclusive };
       if (acquisition.abandoned || waiter.request.tryOnce) {
-        if (waiter.request.tryOnce) this.#failHead(acquisition, "it is busy (timeout 0)");
+        if (waiter.request.tryOnce) this.#failHead(acquisition, busy(waiter));
         if (transaction) await this.#cleanUp(session);
         return undefined;
       }
@@ -474,8 +442,12 @@ export class LockTable {
       if (!acquisition.abandoned) {
         this.#failHead(
           acquisition,
-          `the database could not be reached (${describeError(error)})`,
-          error,
+          backendFailure(
+            waiter,
+            "unreachable",
+            `the database could not be reached (${describeError(error)})`,
+            error,
+          ),
         );
       }
       return undefined;
@@ -490,9 +462,7 @@ export class LockTable {
       ? undefined
       : request.deadline - performance.now();
     if (acquisition.abandoned || (remaining !== undefined && remaining <= 0)) {
-      if (!acquisition.abandoned) {
-        this.#failHead(acquisition, `timed out after ${request.timeout} ms`);
-      }
+      if (!acquisition.abandoned) this.#failHead(acquisition, timedOut(waiter, request.timeout));
       await this.#cleanUp(session);
       return undefined;
     }
@@ -522,13 +492,11 @@ export class LockTable {
     // gave up on (a silent network) says why better than the driver's "connection destroyed".
     if (granted || session.dead) error = session.cause ?? error;
     if (!acquisition.abandoned) {
-      const code = sqlState(error);
       this.#failHead(
         acquisition,
-        code === SQLSTATE.lockNotAvailable
-          ? `timed out after ${request.timeout} ms`
-          : describeWaitError(error),
-        error,
+        sqlState(error) === SQLSTATE.lockNotAvailable
+          ? timedOut(waiter, request.timeout)
+          : backendFailure(waiter, waitFailureReason(error), describeWaitError(error), error),
       );
     }
     await this.#cleanUp(session);
@@ -580,36 +548,30 @@ export class LockTable {
   }
 
   /** Fails the acquisition's waiter, if it still waits. */
-  #failHead(acquisition: Acquisition, reason: string, cause?: unknown): void {
+  #failHead(acquisition: Acquisition, error: LockFailed): void {
     const { entry, waiter } = acquisition;
     if (waiter.settled) return;
     unlink(entry.queue, waiter);
-    this.#fail(
-      waiter,
-      new LockFailed(reason, { key: entry.key, exclusive: waiter.exclusive, cause }),
-    );
+    waiter.wait.fail(error);
   }
 
   /** A waiter timed out or was aborted: it leaves the queue; its database attempt is abandoned. */
-  #giveUp(entry: KeyEntry, waiter: Waiter, why: "timeout" | "abort", error: LockFailed): void {
-    if (waiter.settled) return;
+  #gaveUp(entry: KeyEntry, waiter: Waiter, why: GiveUpReason): void {
     unlink(entry.queue, waiter);
-    this.#fail(waiter, error);
     waiter.acquisition?.abandon(why);
     this.#pump(entry);
   }
+}
 
-  #fail(waiter: Waiter, error: LockFailed): void {
-    this.#settle(waiter).reject(error);
-  }
-
-  /** Ends the waiting phase of `waiter`: stops its timer and its abort listener. */
-  #settle(waiter: Waiter): Waiter {
-    waiter.settled = true;
-    waiter.timer?.cancel();
-    if (waiter.onAbort !== undefined) {
-      waiter.request.signal!.removeEventListener("abort", waiter.onAbort);
-    }
-    return waiter;
+/** The reason of a wait that PostgreSQL ended (other than by its lock_timeout). */
+function waitFailureReason(error: unknown): LockFailedReason {
+  switch (sqlState(error)) {
+    case SQLSTATE.deadlockDetected:
+      return "deadlock";
+    // Someone else cancelled the wait (an operator, a statement_timeout): the server said no.
+    case SQLSTATE.queryCanceled:
+      return "refused";
+    default:
+      return "unreachable";
   }
 }
