@@ -129,6 +129,7 @@ export class PostgresState extends StateABC {
       {
         options: client.options as unknown as postgres.Options<Record<string, never>>,
         sessionSettings: !transaction,
+        releases: new Set(),
       },
       {
         maxConnections: resolved.maxConnections,

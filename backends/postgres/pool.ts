@@ -166,6 +166,8 @@ export class SessionPool {
     this.#mainSession = undefined;
     await this.#endWaits(sessions, main);
     await Promise.all(sessions.map((session) => session.end()));
+    // Issue 9: refused connections still freeing what they left behind a pooler.
+    await Promise.all(this.#template.releases);
   }
 
   /**

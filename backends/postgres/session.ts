@@ -11,7 +11,13 @@
 
 import postgres from "postgres";
 import { backendLogger } from "../../internal/log.ts";
-import { SESSION_SETTINGS, SQLSTATE, sqlState } from "./statements.ts";
+import {
+  type MarkedSession,
+  newMarker,
+  releaseServerSession,
+  ServerSessionChanged,
+} from "./server_session.ts";
+import { markSession, sessionHeartbeat, SQLSTATE, sqlState, verifySession } from "./statements.ts";
 
 const log = backendLogger("postgres");
 
@@ -37,8 +43,13 @@ export interface HeldOnSession {
 export interface SessionTemplate {
   /** postgres.js options (parsed, from `sql.options`) to spread into each session's client. */
   readonly options: postgres.Options<Record<string, never>>;
-  /** Whether to disable the server-side idle timeouts for the session (session mode only). */
+  /**
+   * Session mode: mark the server session and check it in every statement (issue 9), and disable
+   * the server-side idle timeouts for it.
+   */
   readonly sessionSettings: boolean;
+  /** Releases of server sessions that connections lost (issue 9), for the state's close to await. */
+  readonly releases: Set<Promise<void>>;
 }
 
 let sessionCounter = 0;
@@ -61,8 +72,20 @@ export class Session {
   inTransaction = false;
   /** Why it died. */
   cause: unknown = undefined;
+  /** Session mode: the marker every statement checks (issue 9); empty in transaction mode. */
+  marker = "";
+  /**
+   * Resolves once what a refused connection left on its server session was freed, or could not
+   * be (issue 9); at once otherwise. Never rejects.
+   */
+  released: Promise<void> = Promise.resolve();
 
   readonly #sql: postgres.Sql;
+  readonly #template: SessionTemplate;
+  /** Session mode: the server session marked at open. */
+  #marked: MarkedSession | undefined;
+  /** Session mode: the session settings were applied on the marked server session. */
+  #settingsApplied = false;
   readonly #events: SessionEvents;
   #ending = false;
   #heartbeatSince: number | undefined;
@@ -71,6 +94,7 @@ export class Session {
 
   private constructor(template: SessionTemplate, events: SessionEvents) {
     this.#events = events;
+    this.#template = template;
     const base = template.options as Record<string, unknown>;
     const connection = (base.connection ?? {}) as Record<string, unknown>;
     // Spreading parsed options is how postgres.js itself derives its listen/subscribe clients.
@@ -105,10 +129,13 @@ export class Session {
    */
   static async open(template: SessionTemplate, events: SessionEvents): Promise<Session> {
     const session = new Session(template, events);
-    const settings = template.sessionSettings ? `, ${SESSION_SETTINGS}` : "";
     try {
-      const rows = await session.#sql.unsafe(`select pg_backend_pid() as pid${settings}`);
-      session.pid = Number(rows[0].pid);
+      if (template.sessionSettings) {
+        await session.#mark();
+      } else {
+        const rows = await session.#sql.unsafe("select pg_backend_pid() as pid");
+        session.pid = Number(rows[0].pid);
+      }
     } catch (error) {
       session.kill(error);
       throw error;
@@ -116,6 +143,38 @@ export class Session {
     if (session.dead) throw session.cause;
     log.debug("session {number} open, pid {pid}", { number: session.number, pid: session.pid });
     return session;
+  }
+
+  /**
+   * Session mode (issue 9): marks a fresh server session, then applies the session settings in a
+   * second statement only where the marker is, so that a pooler that moved the connection in
+   * between gets none. Throws {@link ServerSessionChanged} when either fails.
+   */
+  async #mark(): Promise<void> {
+    const marker = newMarker();
+    const rows = await this.#sql.unsafe(markSession(marker));
+    const row = rows[0];
+    this.pid = Number(row.pid);
+    if (row.fresh !== true) {
+      throw new ServerSessionChanged(
+        "the server session under the connection is not a fresh one (it carries another " +
+          "connection's marker or advisory locks)",
+      );
+    }
+    // A pooler answers with its own BackendKeyData, not the backend's.
+    const keyData = (rows as unknown as { state?: { pid?: unknown } }).state;
+    this.#marked = {
+      marker,
+      pid: this.pid,
+      started: String(row.started),
+      version: Number(row.version),
+      pooled: keyData?.pid !== this.pid,
+    };
+    if ((await this.#sql.unsafe(verifySession(marker))).length === 0) {
+      throw new ServerSessionChanged("the server session changed under the connection");
+    }
+    this.marker = marker;
+    this.#settingsApplied = true;
   }
 
   /**
@@ -149,8 +208,14 @@ export class Session {
       return;
     }
     this.#heartbeatSince = now;
-    this.query("select 1").then(
-      () => this.#heartbeatAnswered(),
+    this.query(this.marker === "" ? "select 1" : sessionHeartbeat(this.marker)).then(
+      (rows) => {
+        this.#heartbeatAnswered();
+        // Issue 9: the locks held on this connection are on a server session it cannot reach.
+        if (rows.length === 0) {
+          this.kill(new ServerSessionChanged("the server session changed under the connection"));
+        }
+      },
       (error) => {
         this.#heartbeatAnswered();
         // A stray cancel (57014) aimed at an earlier wait says nothing about the connection,
@@ -176,7 +241,13 @@ export class Session {
       pid: this.pid,
       cause,
     });
-    this.#sql.end({ timeout: 0 }).catch(() => {});
+    if (cause instanceof ServerSessionChanged && this.#marked !== undefined) {
+      // Issue 9: the pooler keeps the server session alive, with our locks: free it first.
+      this.released = this.#release(this.#marked).then(() => this.#sql.end({ timeout: 0 }))
+        .catch(() => {});
+    } else {
+      this.#sql.end({ timeout: 0 }).catch(() => {});
+    }
     if (this.#ending) return;
     // The pool forgets the session first, so that what the locks' owners do next opens another.
     this.#events.lost(this, cause);
@@ -192,7 +263,23 @@ export class Session {
     if (this.dead) return;
     this.dead = true;
     this.cause = new Error("the session was ended");
+    // Behind a pooler the server session outlives the connection (issue 9). A waiting one's
+    // backend was ended already (SessionPool's #endWaits).
+    if (this.#marked?.pooled && !this.waiting) await this.#release(this.#marked);
     await this.#sql.end({ timeout: this.waiting ? 0 : END_TIMEOUT_SECONDS }).catch(() => {});
+  }
+
+  /** Frees the marked server session, tracked in the template until done; never rejects. */
+  #release(marked: MarkedSession): Promise<void> {
+    const releases = this.#template.releases;
+    const release = releaseServerSession(
+      (text) => this.#sql.unsafe(text),
+      marked,
+      this.#settingsApplied,
+    )
+      .finally(() => releases.delete(release));
+    releases.add(release);
+    return release;
   }
 
   #closed(): void {
