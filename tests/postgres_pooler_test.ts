@@ -18,11 +18,13 @@ import postgres from "postgres";
 import { LockFailed, LockLost } from "../mod.ts";
 import { advisoryLockId, PostgresState, type PostgresStateOptions } from "../backends/postgres.ts";
 import { conformanceSuite } from "./conformance.ts";
+import { type Event, startWorker, violations } from "./postgres_processes.ts";
 import { deferred, InvariantMonitor, macrotask, random } from "./helpers.ts";
 import {
   aborted,
   adminClient,
   advisoryLocksOf,
+  DATABASE_URL,
   eventually,
   lockPids,
   postgresBackend,
@@ -307,6 +309,60 @@ describe("session mode behind a transaction pooler (issue 9)", { skip }, () => {
     console.log(JSON.stringify(total));
     assert.ok(total.entered >= 30, "too few locks were taken through the pooler to test anything");
     assert.ok(total.refused > 0, "the pooler was never detected");
+  });
+
+  it("never lets two holders in across OS processes, each refused with the fix", async () => {
+    const suffix = `${Date.now()}_${process.pid}`;
+    const eventTable = `ss_test_pooler_events_${suffix}`;
+    const counterTable = `ss_test_pooler_counters_${suffix}`;
+    const keys = ["a", "b"];
+    const namespace = `pooler-processes-${suffix}`;
+    await admin!.unsafe(
+      `create table ${eventTable} (seq bigserial primary key, proc int not null,` +
+        ` key text not null, exclusive boolean not null, event text not null)`,
+    );
+    await admin!.unsafe(`create table ${counterTable} (key text primary key, value int not null)`);
+    try {
+      for (const key of keys) await admin!`insert into ${admin!(counterTable)} values (${key}, 0)`;
+      await scrubPooler(admin!);
+      const children = [1, 2, 3].map((index) =>
+        startWorker({
+          url: POOLER_URL!,
+          logUrl: DATABASE_URL,
+          index,
+          eventTable,
+          counterTable,
+          namespace,
+          mode: "session",
+          handoffWindow: [0, 5, 100][index - 1],
+          applicationName: runName(app),
+          keys,
+          loops: 3,
+          iterations: 30,
+          seed: index,
+          refusal: REFUSAL.source,
+          states: 5,
+        })
+      );
+      await within(Promise.all(children.map((child) => child.ready)), "the workers ready");
+      for (const child of children) child.go();
+      const reports = await within(
+        Promise.all(children.map((child) => child.done)),
+        "the workers done",
+        120_000,
+      );
+      const events = [
+        ...await admin!<Event[]>`select seq::text as seq, proc, key, exclusive, event
+          from ${admin!(eventTable)} as e order by e.seq`,
+      ];
+      console.log(JSON.stringify({ events: events.length, reports }));
+      assert.deepEqual(violations(events), []);
+      assert.ok(reports.every((report) => report.refused! > 0), "a process was never refused");
+      // Every process closed its states, which waited for the clean-up of the pooler.
+      assert.deepEqual(await locksOn(admin!, namespace, keys), [], "a lock was left behind");
+    } finally {
+      await admin!.unsafe(`drop table if exists ${eventTable}, ${counterTable}`);
+    }
   });
 
   it("notices a held lock's server session changing, and frees the lock left on it", async () => {
