@@ -311,7 +311,7 @@ describe("session mode behind a transaction pooler (issue 9)", { skip }, () => {
     assert.ok(total.refused > 0, "the pooler was never detected");
   });
 
-  it("never lets two holders in across OS processes, each refused with the fix", async () => {
+  it("never lets two holders in across OS processes, refused with the fix", async () => {
     const suffix = `${Date.now()}_${process.pid}`;
     const eventTable = `ss_test_pooler_events_${suffix}`;
     const counterTable = `ss_test_pooler_counters_${suffix}`;
@@ -357,7 +357,8 @@ describe("session mode behind a transaction pooler (issue 9)", { skip }, () => {
       ];
       console.log(JSON.stringify({ events: events.length, reports }));
       assert.deepEqual(violations(events), []);
-      assert.ok(reports.every((report) => report.refused! > 0), "a process was never refused");
+      // A process whose statements all happen to stay on its server sessions is not refused.
+      assert.ok(reports.some((report) => report.refused! > 0), "the pooler was never detected");
       // Every process closed its states, which waited for the clean-up of the pooler.
       assert.deepEqual(await locksOn(admin!, namespace, keys), [], "a lock was left behind");
     } finally {

@@ -69,18 +69,19 @@ function ours(marker: string): string {
  * hands out a used server session is refused before anything is changed on it. Columns: `pid`,
  * `started` (the backend's start, in microseconds since 1970, as text), `version`
  * (`server_version_num`), `fresh`. The subquery (`offset 0` keeps it one) reads the state before
- * the marker is set.
+ * the marker is set. The functions behind the views `pg_stat_activity` and `pg_locks`, not the views:
+ * a new backend's first look at those costs milliseconds of catalog reads.
  */
 export function markSession(marker: string): string {
   return `select b.pid, b.started, b.version, b.fresh,` +
     ` case when b.fresh then set_config('${MARKER_SETTING}', '${marker}', false) end as marker` +
     ` from (select pg_backend_pid() as pid,` +
     ` current_setting('server_version_num')::int as version,` +
-    ` (select (extract(epoch from backend_start) * 1000000)::int8::text from pg_stat_activity` +
-    ` where pid = pg_backend_pid()) as started,` +
+    ` (select (extract(epoch from backend_start) * 1000000)::int8::text` +
+    ` from pg_stat_get_activity(pg_backend_pid())) as started,` +
     ` coalesce(current_setting('${MARKER_SETTING}', true), '') = ''` +
-    ` and not exists (select 1 from pg_locks where pid = pg_backend_pid()` +
-    ` and locktype = 'advisory') as fresh offset 0) as b`;
+    ` and not exists (select 1 from pg_lock_status() as l where l.pid = pg_backend_pid()` +
+    ` and l.locktype = 'advisory') as fresh offset 0) as b`;
 }
 
 /**
@@ -133,8 +134,8 @@ export function terminateIdleBackend(
   return `select case when state = 'idle'` +
     ` and state_change < clock_timestamp() - interval '${idleMs} milliseconds'` +
     ` then ${terminate} else false end as terminated` +
-    ` from pg_stat_activity where pid = ${pid}` +
-    ` and (extract(epoch from backend_start) * 1000000)::int8 = '${started}'::int8`;
+    ` from pg_stat_get_activity(${pid})` +
+    ` where (extract(epoch from backend_start) * 1000000)::int8 = '${started}'::int8`;
 }
 
 function int8(id: bigint): string {
