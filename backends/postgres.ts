@@ -138,6 +138,7 @@ export class PostgresState extends StateABC {
         openTimeout: resolved.heartbeatInterval === 0
           ? 0
           : Math.max(MIN_OPEN_TIMEOUT_MS, 3 * resolved.heartbeatInterval),
+        releases: new Set(),
       },
       {
         maxConnections: resolved.maxConnections,

@@ -5,6 +5,10 @@
  * increments a per-key counter under exclusive locks with a read, a pause and a write, so that
  * two writers at once would lose an update.
  *
+ * With `refusal` set (issue 9: session mode behind a transaction pooler), a request refused with
+ * a LockFailed matching it is counted, the state is replaced by a new one (at most `states` in
+ * all), and a lost lock is recorded as left the moment its signal aborts.
+ *
  * Protocol: the JSON {@link WorkerConfig} is the first argument; the child prints `ready` once
  * connected, waits for a line on stdin, runs, prints one JSON line of {@link WorkerReport} and
  * exits with 0.
@@ -38,6 +42,12 @@ export interface WorkerConfig {
   loops: number;
   iterations: number;
   seed: number;
+  /** Where the events are recorded, if not `url`. */
+  logUrl?: string;
+  /** Source of the RegExp that a refusal's message matches (see above). */
+  refusal?: string;
+  /** With `refusal`: states made in all, the first included. */
+  states?: number;
 }
 
 /** What a child reports. */
@@ -46,19 +56,31 @@ export interface WorkerReport {
   exclusive: number;
   shared: number;
   failed: number;
+  refused?: number;
+  lost?: number;
 }
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function main(config: WorkerConfig): Promise<WorkerReport> {
-  const log = postgres(config.url, { max: 2, onnotice: () => {} });
-  const state = new PostgresState(config.url, {
-    namespace: config.namespace,
-    mode: config.mode,
-    handoffWindow: config.handoffWindow,
-    clientOptions: { connection: { application_name: config.applicationName } },
+  // One connection in refusal mode: an exit recorded when a lock is lost is executed after the
+  // enter it follows, in the order sent.
+  const log = postgres(config.logUrl ?? config.url, {
+    max: config.refusal === undefined ? 2 : 1,
+    onnotice: () => {},
   });
+  const newState = () =>
+    new PostgresState(config.url, {
+      namespace: config.namespace,
+      mode: config.mode,
+      handoffWindow: config.handoffWindow,
+      clientOptions: { connection: { application_name: config.applicationName } },
+    });
+  let state = newState();
+  const retired: PostgresState[] = [];
+  const refusal = config.refusal === undefined ? undefined : new RegExp(config.refusal);
   const report: WorkerReport = { index: config.index, exclusive: 0, shared: 0, failed: 0 };
+  if (refusal !== undefined) report.refused = report.lost = 0;
   const events = log(config.eventTable);
   const counters = log(config.counterTable);
   const record = (key: string, exclusive: boolean, event: "enter" | "exit") =>
@@ -66,7 +88,8 @@ async function main(config: WorkerConfig): Promise<WorkerReport> {
         values (${config.index}, ${key}, ${exclusive}, ${event})`;
   try {
     // Connected and warmed up before the start line, so that the processes really contend.
-    await state.testLock(config.keys[0]);
+    // (Behind a transaction pooler, warming up would only use up a state on its refusal.)
+    if (refusal === undefined) await state.testLock(config.keys[0]);
     await log`select 1`;
     console.log("ready");
     await new Promise<void>((resolve) => {
@@ -83,12 +106,29 @@ async function main(config: WorkerConfig): Promise<WorkerReport> {
         const exclusive = next() < 0.5;
         const timeout = next() < 0.2 ? next() * 20 : undefined;
         let lock;
+        const current = state;
         try {
-          lock = await state.getLock(key, { exclusive, timeout });
+          lock = await current.getLock(key, { exclusive, timeout });
         } catch (error) {
+          if (error instanceof LockFailed && refusal?.test(error.message)) {
+            report.refused!++;
+            if (state === current && retired.length + 1 < (config.states ?? 1)) {
+              retired.push(current);
+              state = newState();
+            }
+            continue;
+          }
           if (!(error instanceof LockFailed) || timeout === undefined) throw error;
           report.failed++;
           continue;
+        }
+        // A lost lock (refusal mode) counts as left the moment its signal aborts.
+        let exit: Promise<unknown> | undefined;
+        if (refusal !== undefined) {
+          lock.signal.addEventListener("abort", () => {
+            report.lost!++;
+            exit ??= record(key, exclusive, "exit");
+          }, { once: true });
         }
         try {
           await record(key, exclusive, "enter");
@@ -101,8 +141,9 @@ async function main(config: WorkerConfig): Promise<WorkerReport> {
             await pause(next() * 3);
             report.shared++;
           }
-          if (lock.signal.aborted) throw lock.signal.reason;
-          await record(key, exclusive, "exit");
+          if (lock.signal.aborted && refusal === undefined) throw lock.signal.reason;
+          exit ??= record(key, exclusive, "exit");
+          await exit;
         } finally {
           await lock.release();
         }
@@ -110,7 +151,7 @@ async function main(config: WorkerConfig): Promise<WorkerReport> {
     }));
     return report;
   } finally {
-    await state.close();
+    await Promise.all([...retired, state].map((s) => s.close()));
     await log.end({ timeout: 5 });
   }
 }

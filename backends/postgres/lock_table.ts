@@ -12,13 +12,14 @@
 
 import type { LockFailed, LockFailedReason } from "../../errors.ts";
 import { BaseLock, RELEASED } from "../../internal/base_lock.ts";
-import { backendFailure, busy, closed, timedOut } from "../../internal/failures.ts";
+import { backendFailure, busy, closed, type Requested, timedOut } from "../../internal/failures.ts";
 import { append, type List, unlink } from "../../internal/intrusive_list.ts";
 import { type GiveUpReason, RequestWait } from "../../internal/request_wait.ts";
 import { backendLogger } from "../../internal/log.ts";
 import type { Lock, LockRequest } from "../../state.ts";
 import { advisoryLockId } from "./lock_id.ts";
 import type { SessionPool } from "./pool.ts";
+import { ServerSessionChanged } from "./server_session.ts";
 import type { HeldOnSession, Session } from "./session.ts";
 import {
   describeError,
@@ -37,6 +38,21 @@ const TIMEOUT_CANCEL_GRACE = 1000;
 /** Milliseconds after a cancel before a wait that still runs is cancelled again, doubling. */
 const CANCEL_RETRY_FIRST = 50;
 const CANCEL_RETRY_MAX = 2000;
+
+/**
+ * A database operation failed: issue 9's refusal (a transaction-mode pooler under a session-mode
+ * state) names its cause and fix, anything else means the database could not be reached.
+ */
+function databaseFailure(requested: Requested, error: unknown): LockFailed {
+  return error instanceof ServerSessionChanged
+    ? backendFailure(requested, "refused", error.message, error)
+    : backendFailure(
+      requested,
+      "unreachable",
+      `the database could not be reached (${describeError(error)})`,
+      error,
+    );
+}
 
 /** What the table needs from its state. */
 export interface LockTableOptions {
@@ -168,6 +184,12 @@ export class LockTable {
   readonly #statements: Statements;
   readonly #pool: SessionPool;
   #closed = false;
+  /**
+   * Issue 9: set once a session-mode connection was found not to have a server session of its own
+   * (a transaction-mode pooler sits between). The configuration is wrong and stays wrong: every
+   * later request is refused at once, instead of taking locks that the pooler would hand on.
+   */
+  #refused: ServerSessionChanged | undefined;
 
   constructor(options: LockTableOptions) {
     this.#options = options;
@@ -182,6 +204,9 @@ export class LockTable {
 
   acquire(key: string, request: LockRequest): Promise<Lock> {
     const { exclusive } = request;
+    if (this.#refused !== undefined) {
+      return Promise.reject(databaseFailure({ key, exclusive }, this.#refused));
+    }
     let entry = this.#entries.get(key);
     if (entry === undefined) {
       entry = new KeyEntry(key, advisoryLockId(this.#options.namespace, key));
@@ -200,6 +225,7 @@ export class LockTable {
   }
 
   async probe(key: string, exclusive: boolean): Promise<boolean> {
+    if (this.#refused !== undefined) throw databaseFailure({ key, exclusive }, this.#refused);
     for (;;) {
       const entry = this.#entries.get(key);
       if (entry === undefined) break;
@@ -213,16 +239,13 @@ export class LockTable {
     let session: Session | undefined;
     try {
       session = await this.#pool.main();
-      const rows = await session.query(this.#statements.probe(id, exclusive));
+      const rows = await session.query(this.#statements.probe(id, exclusive, session.marker));
+      this.#checkServerSession(session, rows);
       return rows[0]?.ok === true;
     } catch (caught) {
       const error = session?.dead ? session.cause ?? caught : caught;
-      throw this.#closed ? closed({ key, exclusive }) : backendFailure(
-        { key, exclusive },
-        "unreachable",
-        `the database could not be reached (${describeError(error)})`,
-        error,
-      );
+      this.#noteRefusal(error);
+      throw this.#closed ? closed({ key, exclusive }) : databaseFailure({ key, exclusive }, error);
     }
   }
 
@@ -262,9 +285,13 @@ export class LockTable {
     const entry = db.entry;
     if (entry.db !== db) return;
     entry.db = undefined;
+    this.#noteRefusal(cause);
+    const reason = cause instanceof ServerSessionChanged
+      ? cause.message
+      : "the database connection was lost";
     for (let lock = entry.holders.head; lock !== undefined; lock = entry.holders.head) {
       unlink(entry.holders, lock);
-      lock.lose("disconnected", "the database connection was lost", cause);
+      lock.lose("disconnected", reason, cause);
     }
     entry.count = 0;
     entry.exclusiveHeld = false;
@@ -367,10 +394,10 @@ export class LockTable {
     const session = db.session;
     session.held.delete(db);
     entry.db = undefined;
-    const statement = this.#statements.unlock(entry.id, db.exclusive);
+    const statement = this.#statements.unlock(entry.id, db.exclusive, session.marker);
     for (let attempt = 0; attempt < 3 && !session.dead; attempt++) {
       try {
-        await session.query(statement);
+        this.#checkServerSession(session, await session.query(statement));
         break;
       } catch (error) {
         // Only a stray cancel (meant for an earlier wait) is worth another try; anything else
@@ -381,6 +408,8 @@ export class LockTable {
         }
       }
     }
+    // Issue 9: the lock stayed on a server session that the pooler keeps; resolve once it is freed.
+    if (session.dead) await session.released;
     if (this.#options.mode === "transaction") session.inTransaction = false;
     if (!session.dead && !session.main && session.held.size === 0) this.#pool.give(session);
   }
@@ -418,11 +447,18 @@ export class LockTable {
     const { entry, waiter } = acquisition;
     const { exclusive } = waiter;
     const transaction = this.#options.mode === "transaction";
+    if (this.#refused !== undefined) {
+      this.#failHead(acquisition, databaseFailure(waiter, this.#refused));
+      return undefined;
+    }
     let session: Session | undefined;
     try {
       session = transaction ? await this.#pool.take(acquisition.signal) : await this.#pool.main();
       if (transaction) session.inTransaction = true;
-      const results = await session.query(this.#statements.tryLock(entry.id, exclusive));
+      const results = await session.query(
+        this.#statements.tryLock(entry.id, exclusive, session.marker),
+      );
+      this.#checkServerSession(session, results);
       // Behind a transaction pooler, the backend to cancel is the one serving this transaction.
       if (transaction) session.pid = Number((results.at(-2) as { pid?: unknown }[])[0].pid);
       // A multi-statement query (transaction mode) gives one result per statement.
@@ -439,17 +475,8 @@ export class LockTable {
       // A connection we gave up on (a silent network) says why better than the driver does.
       const error = session?.dead ? session.cause ?? caught : caught;
       if (session !== undefined && transaction) await this.#cleanUp(session);
-      if (!acquisition.abandoned) {
-        this.#failHead(
-          acquisition,
-          backendFailure(
-            waiter,
-            "unreachable",
-            `the database could not be reached (${describeError(error)})`,
-            error,
-          ),
-        );
-      }
+      this.#noteRefusal(error);
+      if (!acquisition.abandoned) this.#failHead(acquisition, databaseFailure(waiter, error));
       return undefined;
     }
   }
@@ -467,7 +494,10 @@ export class LockTable {
       return undefined;
     }
     session.waiting = true;
-    const query = session.wait(this.#statements.waitLock(entry.id, exclusive, remaining), entry.id);
+    const query = session.wait(
+      this.#statements.waitLock(entry.id, exclusive, remaining, session.marker),
+      entry.id,
+    );
     const wait = { ended: false, done: Promise.resolve(query).then(() => {}, () => {}) };
     acquisition.cancelWait = () => {
       acquisition.cancelWait = undefined;
@@ -476,7 +506,7 @@ export class LockTable {
     let error: unknown;
     let granted = false;
     try {
-      await query;
+      this.#checkServerSession(session, await query);
       granted = true;
     } catch (caught) {
       error = caught;
@@ -491,11 +521,14 @@ export class LockTable {
     // Granted on a connection that died right after: the lock went with it. A connection we
     // gave up on (a silent network) says why better than the driver's "connection destroyed".
     if (granted || session.dead) error = session.cause ?? error;
+    this.#noteRefusal(error);
     if (!acquisition.abandoned) {
       this.#failHead(
         acquisition,
         sqlState(error) === SQLSTATE.lockNotAvailable
           ? timedOut(waiter, request.timeout)
+          : error instanceof ServerSessionChanged
+          ? databaseFailure(waiter, error)
           : backendFailure(waiter, waitFailureReason(error), describeWaitError(error), error),
       );
     }
@@ -535,7 +568,10 @@ export class LockTable {
   async #cleanUp(session: Session): Promise<void> {
     for (let attempt = 0; attempt < 3 && !session.dead; attempt++) {
       try {
-        await session.query(this.#statements.cleanup);
+        this.#checkServerSession(
+          session,
+          await session.query(this.#statements.cleanup(session.marker)),
+        );
         session.inTransaction = false;
         this.#pool.give(session);
         return;
@@ -543,8 +579,26 @@ export class LockTable {
         if (sqlState(error) !== SQLSTATE.queryCanceled) break;
       }
     }
-    // Ending the session frees whatever it held.
+    // Ending the session frees whatever it held (behind a pooler, its release does: issue 9).
     session.kill(new Error("could not clean up after a lock wait"));
+  }
+
+  /**
+   * Issue 9: a session-mode statement that returned no row ran on a server session that is not the
+   * connection's own, and took or freed nothing there. The connection is refused for good: its
+   * holders lose their locks, and what it left on its own server session is freed.
+   */
+  #checkServerSession(session: Session, rows: readonly unknown[]): void {
+    if (!this.#statements.checksSession || rows.length > 0) return;
+    const error = new ServerSessionChanged("the server session changed under the connection");
+    this.#noteRefusal(error);
+    session.kill(error);
+    throw error;
+  }
+
+  /** Issue 9: the first refusal makes every later request fail at once (see `#refused`). */
+  #noteRefusal(error: unknown): void {
+    if (error instanceof ServerSessionChanged) this.#refused ??= error;
   }
 
   /** Fails the acquisition's waiter, if it still waits. */

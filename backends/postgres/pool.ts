@@ -204,6 +204,9 @@ export class SessionPool {
       }
       await session.end(remaining());
     }));
+    // Issue 9: connections refused behind a transaction pooler still freeing the server sessions
+    // that the pooler keeps (bounded: a few seconds at most, see server_session.ts).
+    await Promise.all(this.#template.releases);
   }
 
   async #open(): Promise<Session> {

@@ -19,12 +19,24 @@
 import net from "node:net";
 import postgres from "postgres";
 import { backendLogger } from "../../internal/log.ts";
-import { SESSION_SETTINGS, SQLSTATE, sqlState } from "./statements.ts";
+import {
+  type MarkedSession,
+  newMarker,
+  releaseServerSession,
+  ServerSessionChanged,
+} from "./server_session.ts";
+import { markSession, sessionHeartbeat, SQLSTATE, sqlState, verifySession } from "./statements.ts";
 
 const log = backendLogger("postgres");
 
 /** Queries a session runs are pipelined; postgres.js's default cap of 100 would queue the rest. */
 const MAX_PIPELINE = 1_000_000;
+
+/**
+ * Milliseconds ending a connection behind a pooler may spend freeing its server session (issue 9;
+ * server_session.ts retries for about as long).
+ */
+const RELEASE_BOUND_MS = 3000;
 
 /** Milliseconds a cancel request may take to be delivered before its socket is dropped. */
 const CANCEL_TIMEOUT_MS = 2000;
@@ -65,8 +77,13 @@ export interface HeldOnSession {
 export interface SessionTemplate {
   /** postgres.js options (parsed, from `sql.options`) to spread into each session's client. */
   readonly options: postgres.Options<Record<string, never>>;
-  /** Whether to disable the server-side idle timeouts for the session (session mode only). */
+  /**
+   * Session mode: mark the server session and check it in every statement (issue 9), and disable
+   * the server-side idle timeouts for it.
+   */
   readonly sessionSettings: boolean;
+  /** Releases of server sessions that connections lost (issue 9), for the state's close to await. */
+  readonly releases: Set<Promise<void>>;
   /**
    * Milliseconds a new connection may take to be ready before it is given up (a server that
    * accepts and never answers); 0 leaves it to postgres.js's `connect_timeout`.
@@ -116,10 +133,21 @@ export class Session {
   cause: unknown = undefined;
   /** Watchdog checks in a row that found its wait's backend not waiting any more (pool.ts). */
   suspectChecks = 0;
+  /** Session mode: the marker every statement checks (issue 9); empty in transaction mode. */
+  marker = "";
+  /**
+   * Resolves once what a refused connection left on its server session was freed, or could not
+   * be (issue 9); at once otherwise. Never rejects.
+   */
+  released: Promise<void> = Promise.resolve();
 
   readonly #sql: postgres.Sql;
-  readonly #events: SessionEvents;
   readonly #template: SessionTemplate;
+  /** Session mode: the server session marked at open. */
+  #marked: MarkedSession | undefined;
+  /** Session mode: the session settings were applied on the marked server session. */
+  #settingsApplied = false;
+  readonly #events: SessionEvents;
   #ending = false;
   #heartbeatSince: number | undefined;
   /** Ticks seen while the heartbeat in flight was unanswered. */
@@ -181,7 +209,6 @@ export class Session {
   static async open(template: SessionTemplate, events: SessionEvents): Promise<Session> {
     const session = new Session(template, events);
     events.connecting?.(session);
-    const settings = template.sessionSettings ? `, ${SESSION_SETTINGS}` : "";
     const died = new Promise<never>((_, reject) => session.#died = reject);
     let timer: ReturnType<typeof setTimeout> | undefined;
     if (template.openTimeout > 0) {
@@ -192,11 +219,7 @@ export class Session {
       }, template.openTimeout);
     }
     try {
-      const rows = await Promise.race([
-        session.#sql.unsafe(`select pg_backend_pid() as pid${settings}`),
-        died,
-      ]);
-      session.pid = Number(rows[0].pid);
+      await Promise.race([template.sessionSettings ? session.#mark() : session.#readPid(), died]);
     } catch (error) {
       session.kill(error);
       throw session.cause;
@@ -216,6 +239,44 @@ export class Session {
   /** The lock id of the blocking wait running now, if any. */
   get waitingFor(): bigint | undefined {
     return this.#wait?.id;
+  }
+
+  /** Transaction mode: reads the backend pid (each lock's transaction reads its own again). */
+  async #readPid(): Promise<void> {
+    const rows = await this.#sql.unsafe("select pg_backend_pid() as pid");
+    this.pid = Number(rows[0].pid);
+  }
+
+  /**
+   * Session mode (issue 9): marks a fresh server session, then applies the session settings in a
+   * second statement only where the marker is, so that a pooler that moved the connection in
+   * between gets none. Throws {@link ServerSessionChanged} when either fails.
+   */
+  async #mark(): Promise<void> {
+    const marker = newMarker();
+    const rows = await this.#sql.unsafe(markSession(marker));
+    const row = rows[0];
+    this.pid = Number(row.pid);
+    if (row.fresh !== true) {
+      throw new ServerSessionChanged(
+        "the server session under the connection is not a fresh one (it carries another " +
+          "connection's marker or advisory locks)",
+      );
+    }
+    // A pooler answers with its own BackendKeyData, not the backend's.
+    const keyData = (rows as unknown as { state?: { pid?: unknown } }).state;
+    this.#marked = {
+      marker,
+      pid: this.pid,
+      started: String(row.started),
+      version: Number(row.version),
+      pooled: keyData?.pid !== this.pid,
+    };
+    if ((await this.#sql.unsafe(verifySession(marker))).length === 0) {
+      throw new ServerSessionChanged("the server session changed under the connection");
+    }
+    this.marker = marker;
+    this.#settingsApplied = true;
   }
 
   /**
@@ -299,8 +360,14 @@ export class Session {
       return;
     }
     this.#heartbeatSince = now;
-    this.query("select 1").then(
-      () => this.#heartbeatAnswered(),
+    this.query(this.marker === "" ? "select 1" : sessionHeartbeat(this.marker)).then(
+      (rows) => {
+        this.#heartbeatAnswered();
+        // Issue 9: the locks held on this connection are on a server session it cannot reach.
+        if (rows.length === 0) {
+          this.kill(new ServerSessionChanged("the server session changed under the connection"));
+        }
+      },
       (error) => {
         this.#heartbeatAnswered();
         // A stray cancel (57014) aimed at an earlier wait says nothing about the connection,
@@ -327,10 +394,12 @@ export class Session {
       pid: this.pid,
       cause,
     });
-    // Whatever the network does, nothing of this connection may keep running (or the process
-    // alive): postgres.js's end does not stop a connection still being set up.
-    this.#sql.end({ timeout: 0 }).catch(() => {});
-    this.#socket?.destroy();
+    if (cause instanceof ServerSessionChanged && this.#marked !== undefined) {
+      // Issue 9: the pooler keeps the server session alive, with our locks: free it first.
+      this.released = this.#release(this.#marked).then(() => this.#drop());
+    } else {
+      this.#drop();
+    }
     if (this.#ending) return;
     const orphan = this.#orphan();
     // The pool forgets the session first, so that what the locks' owners do next opens another.
@@ -351,12 +420,30 @@ export class Session {
     this.dead = true;
     this.cause = new Error("the session was ended");
     this.#died(this.cause);
+    // Behind a pooler the server session outlives the connection (issue 9): free it. A wait's
+    // release runs once the cancel the pool sent ended it; bounded, whatever the network does.
+    if (this.#marked?.pooled) {
+      let bound: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.#release(this.#marked),
+        new Promise((resolve) => bound = setTimeout(resolve, RELEASE_BOUND_MS)),
+      ]);
+      clearTimeout(bound);
+    }
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       this.#sql.end(this.waiting || graceMs === 0 ? { timeout: 0 } : {}).catch(() => {}),
       new Promise((resolve) => timer = setTimeout(resolve, graceMs)),
     ]);
     clearTimeout(timer);
+    this.#drop();
+  }
+
+  /**
+   * Drops the connection now, whatever the network does: nothing of it may keep running (or the
+   * process alive), and postgres.js's end does not stop a connection still being set up.
+   */
+  #drop(): void {
     this.#sql.end({ timeout: 0 }).catch(() => {});
     this.#socket?.destroy();
     for (const socket of this.#cancelSockets) socket.destroy();
@@ -413,6 +500,19 @@ export class Session {
     const host = options.host[index % options.host.length];
     const port = options.port[index % options.port.length] ?? options.port[0];
     return net.connect({ host, port });
+  }
+
+  /** Frees the marked server session, tracked in the template until done; never rejects. */
+  #release(marked: MarkedSession): Promise<void> {
+    const releases = this.#template.releases;
+    const release = releaseServerSession(
+      (text) => this.#sql.unsafe(text),
+      marked,
+      this.#settingsApplied,
+    )
+      .finally(() => releases.delete(release));
+    releases.add(release);
+    return release;
   }
 
   #closed(): void {

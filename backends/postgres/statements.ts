@@ -34,6 +34,17 @@ function setting(name: string, value: string, local: boolean, since14 = false): 
 }
 
 /**
+ * A select-list item that resets `name` to its value at the start of the session (a NULL value is
+ * RESET for `set_config`).
+ */
+function resetting(name: string, since14 = false): string {
+  const reset = `set_config('${name}', null, false)`;
+  return since14
+    ? `(select ${reset} where current_setting('server_version_num')::int >= 140000)`
+    : reset;
+}
+
+/**
  * The settings a session-mode connection starts with, as select-list items. A lock holder sits
  * idle for long, and the server must not end its session for that; and a backend blocked in a lock
  * wait must notice when our process died or our network went silent, or it stays in the queue
@@ -49,6 +60,98 @@ export const SESSION_SETTINGS: string = [
   setting("tcp_keepalives_count", String(KEEPALIVE.count), false),
 ].join(", ");
 
+/**
+ * Issue 9: the custom setting in which a session-mode connection leaves a random marker on its
+ * server session at open. Behind a transaction-mode pooler the server session under a connection
+ * changes between statements, and the backend pid alone cannot tell (one server backend can serve
+ * two of our connections in turn, and advisory locks are reentrant per backend): every session-mode
+ * statement checks the marker, in the same statement, before it takes or frees anything.
+ */
+const MARKER_SETTING = "shared_state.session";
+
+/** SQL that is true when the server session running it carries `marker`: it is ours. */
+function ours(marker: string): string {
+  return `coalesce(current_setting('${MARKER_SETTING}', true), '') = '${marker}'`;
+}
+
+/**
+ * Opens a session-mode connection, first statement: leaves `marker` on the server session, only
+ * if that session is fresh (no marker of another connection, no advisory lock held); a pooler that
+ * hands out a used server session is refused before anything is changed on it. Columns: `pid`,
+ * `started` (the backend's start, in microseconds since 1970, as text), `version`
+ * (`server_version_num`), `fresh`. The subquery (`offset 0` keeps it one) reads the state before
+ * the marker is set. The functions behind the views `pg_stat_activity` and `pg_locks`, not the views:
+ * a new backend's first look at those costs milliseconds of catalog reads.
+ */
+export function markSession(marker: string): string {
+  return `select b.pid, b.started, b.version, b.fresh,` +
+    ` case when b.fresh then set_config('${MARKER_SETTING}', '${marker}', false) end as marker` +
+    ` from (select pg_backend_pid() as pid,` +
+    ` current_setting('server_version_num')::int as version,` +
+    ` (select (extract(epoch from backend_start) * 1000000)::int8::text` +
+    ` from pg_stat_get_activity(pg_backend_pid())) as started,` +
+    ` coalesce(current_setting('${MARKER_SETTING}', true), '') = ''` +
+    ` and not exists (select 1 from pg_lock_status() as l where l.pid = pg_backend_pid()` +
+    ` and l.locktype = 'advisory') as fresh offset 0) as b`;
+}
+
+/**
+ * Opens a session-mode connection, second statement: applies {@link SESSION_SETTINGS} only on the
+ * server session that carries `marker`, so that a pooler that moved the connection after
+ * {@link markSession} gets no settings of ours. No row: the connection moved.
+ */
+export function verifySession(marker: string): string {
+  return `select ${SESSION_SETTINGS} where ${ours(marker)}`;
+}
+
+/** The heartbeat of a session-mode connection. No row: the server session changed. */
+export function sessionHeartbeat(marker: string): string {
+  return `select 1 as alive where ${ours(marker)}`;
+}
+
+/**
+ * Frees what a session-mode connection left on its server session (its advisory locks, its
+ * settings, its marker), when run on the server session that carries `marker`; no row otherwise.
+ * Needed only where the server session outlives the connection: behind a pooler.
+ */
+export function releaseSession(marker: string): string {
+  return `select pg_advisory_unlock_all() as released, ` +
+    [
+      resetting("statement_timeout"),
+      resetting("idle_in_transaction_session_timeout"),
+      resetting("idle_session_timeout", true),
+      resetting("client_connection_check_interval", true),
+      resetting("lock_timeout"),
+      resetting("tcp_keepalives_idle"),
+      resetting("tcp_keepalives_interval"),
+      resetting("tcp_keepalives_count"),
+      resetting(MARKER_SETTING),
+    ].join(", ") + ` where ${ours(marker)}`;
+}
+
+/**
+ * Ends the server backend `pid` that started at `started` (see {@link markSession}) if it has been
+ * idle for at least `idleMs`, waiting up to a second for it to exit where PostgreSQL can (14+). A
+ * pooler may hand an idle backend to a client at any moment, whose transaction would then fail:
+ * one idle for a while is not the one it hands out next. Column `terminated`; no row: that backend
+ * is gone.
+ */
+export function terminateIdleBackend(
+  pid: number,
+  started: string,
+  version: number,
+  idleMs: number,
+): string {
+  const terminate = version >= 140000
+    ? "pg_terminate_backend(pid, 1000)"
+    : "pg_terminate_backend(pid)";
+  return `select case when state = 'idle'` +
+    ` and state_change < clock_timestamp() - interval '${idleMs} milliseconds'` +
+    ` then ${terminate} else false end as terminated` +
+    ` from pg_stat_get_activity(${pid})` +
+    ` where (extract(epoch from backend_start) * 1000000)::int8 = '${started}'::int8`;
+}
+
 function int8(id: bigint): string {
   return `'${id}'::int8`;
 }
@@ -62,42 +165,61 @@ function lockTimeout(ms: number | undefined): string {
   return ms === undefined ? "0" : String(Math.max(1, Math.ceil(ms)));
 }
 
-/** The statements of one mode. */
+/**
+ * The statements of one mode. `marker` is the connection's session marker (issue 9), which only
+ * session mode uses.
+ */
 export interface Statements {
+  /**
+   * Session mode: every statement runs only on the server session that carries the connection's
+   * marker, and returns no row at all on any other (the session changed under the connection).
+   */
+  readonly checksSession: boolean;
   /**
    * Takes the lock if it is free, never waits. One boolean column `ok`; in transaction mode the
    * result before it has the column `pid`, the backend serving the transaction.
    */
-  tryLock(id: bigint, exclusive: boolean): string;
+  tryLock(id: bigint, exclusive: boolean, marker: string): string;
   /**
    * Waits for the lock in PostgreSQL's own queue, up to `timeout` ms (`lock_timeout`). One row
    * when granted; error 55P03 on timeout, 57014 on cancel, 40P01 on deadlock.
    */
-  waitLock(id: bigint, exclusive: boolean, timeout: number | undefined): string;
+  waitLock(id: bigint, exclusive: boolean, timeout: number | undefined, marker: string): string;
   /** Frees the lock. */
-  unlock(id: bigint, exclusive: boolean): string;
+  unlock(id: bigint, exclusive: boolean, marker: string): string;
   /**
    * Frees whatever a failed, cancelled or abandoned wait may have left on its session: the server
    * can grant a lock just as the wait is cancelled, and report the cancel anyway.
    */
-  cleanup: string;
+  cleanup(marker: string): string;
   /** Whether the lock could be taken now, leaving nothing taken. One boolean column `ok`. */
-  probe(id: bigint, exclusive: boolean): string;
+  probe(id: bigint, exclusive: boolean, marker: string): string;
 }
 
-/** Session-level advisory locks: a lock lives until unlocked or until its session ends. */
+/**
+ * Session-level advisory locks: a lock lives until unlocked or until its session ends. A WHERE
+ * clause without columns is a one-time filter that PostgreSQL checks before it computes the select
+ * list: on a server session that is not ours (issue 9) nothing is taken or freed, and no row comes
+ * back. Still one statement, one round trip.
+ */
 export const sessionStatements: Statements = {
-  tryLock: (id, exclusive) => `select pg_try_advisory_lock${suffix(exclusive)}(${int8(id)}) as ok`,
-  // The WHERE clause has no column, so it runs first, once: lock_timeout is set before the wait.
-  waitLock: (id, exclusive, timeout) =>
+  checksSession: true,
+  tryLock: (id, exclusive, marker) =>
+    `select pg_try_advisory_lock${suffix(exclusive)}(${int8(id)}) as ok where ${ours(marker)}`,
+  // One condition, not two joined by AND (which PostgreSQL may reorder): lock_timeout is set only
+  // on our server session, before the wait.
+  waitLock: (id, exclusive, timeout, marker) =>
     `select pg_advisory_lock${suffix(exclusive)}(${int8(id)}) as ok` +
-    ` where set_config('lock_timeout', '${lockTimeout(timeout)}', false) is not null`,
-  unlock: (id, exclusive) => `select pg_advisory_unlock${suffix(exclusive)}(${int8(id)}) as ok`,
+    ` where case when ${ours(marker)}` +
+    ` then set_config('lock_timeout', '${lockTimeout(timeout)}', false) is not null end`,
+  unlock: (id, exclusive, marker) =>
+    `select pg_advisory_unlock${suffix(exclusive)}(${int8(id)}) as ok where ${ours(marker)}`,
   // A waiting session holds nothing else, so freeing everything frees exactly the stray grant.
-  cleanup: "select pg_advisory_unlock_all()",
-  probe: (id, exclusive) =>
+  cleanup: (marker) => `select pg_advisory_unlock_all() as released where ${ours(marker)}`,
+  probe: (id, exclusive, marker) =>
     `select case when pg_try_advisory_lock${suffix(exclusive)}(${int8(id)})` +
-    ` then pg_advisory_unlock${suffix(exclusive)}(${int8(id)}) else false end as ok`,
+    ` then pg_advisory_unlock${suffix(exclusive)}(${int8(id)}) else false end as ok` +
+    ` where ${ours(marker)}`,
 };
 
 const TRANSACTION_SETTINGS = [
@@ -111,6 +233,7 @@ const TRANSACTION_SETTINGS = [
  * commits on release. `tryLock` opens the transaction; `unlock` and `cleanup` end it.
  */
 export const transactionStatements: Statements = {
+  checksSession: false,
   // A lock's transaction sits idle for long, and its wait may outlast a role's statement_timeout:
   // neither timeout may end it. Both settings end with the transaction. The backend pid is read
   // inside the transaction: behind a transaction pooler, only for the length of a transaction is
@@ -123,7 +246,7 @@ export const transactionStatements: Statements = {
     `select pg_advisory_xact_lock${suffix(exclusive)}(${int8(id)}) as ok` +
     ` where set_config('lock_timeout', '${lockTimeout(timeout)}', true) is not null`,
   unlock: () => "commit",
-  cleanup: "rollback",
+  cleanup: () => "rollback",
   // One statement is its own transaction: the lock ends with it.
   probe: (id, exclusive) =>
     `select pg_try_advisory_xact_lock${suffix(exclusive)}(${int8(id)}) as ok`,
