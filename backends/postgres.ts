@@ -24,7 +24,8 @@ import {
   resolveOptions,
 } from "./postgres/options.ts";
 import { SessionPool } from "./postgres/pool.ts";
-import { sessionStatements, transactionStatements } from "./postgres/statements.ts";
+import { DatabaseLocks } from "./postgres/acquisition.ts";
+import { sessionMode, transactionMode } from "./postgres/modes.ts";
 
 export { ADVISORY_LOCK_ID_SQL, advisoryLockId } from "./postgres/lock_id.ts";
 export type { PostgresClientOptions, PostgresStateOptions } from "./postgres/options.ts";
@@ -148,9 +149,7 @@ export class PostgresState extends StateABC {
     );
     this.#table = new LockTable({
       namespace: resolved.namespace,
-      mode: resolved.mode,
-      statements: transaction ? transactionStatements : sessionStatements,
-      pool: this.#pool,
+      database: new DatabaseLocks(this.#pool, transaction ? transactionMode : sessionMode),
       handoffWindow: resolved.handoffWindow,
       name: resolved.name,
     });

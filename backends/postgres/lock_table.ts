@@ -1,6 +1,7 @@
 /**
  * The in-process half of PostgresState: per key, the local holders and the local queue, and the
- * one database lock that stands for them.
+ * one database lock that stands for them. How a database lock is taken and freed is
+ * acquisition.ts's job; how locks live in the database, modes.ts's.
  *
  * PostgreSQL advisory locks are reentrant per session and a session never conflicts with itself,
  * so the process must keep its own holders apart: requests queue here, first come first served,
@@ -10,62 +11,31 @@
  * queue may hold a remote waiter, so that no remote request starves behind a busy process.
  */
 
-import type { LockFailed, LockFailedReason } from "../../errors.ts";
+import type { LockFailed } from "../../errors.ts";
 import { BaseLock, RELEASED } from "../../internal/base_lock.ts";
-import { backendFailure, busy, closed, type Requested, timedOut } from "../../internal/failures.ts";
+import { busy, closed } from "../../internal/failures.ts";
 import { append, type List, unlink } from "../../internal/intrusive_list.ts";
 import { type GiveUpReason, RequestWait } from "../../internal/request_wait.ts";
 import { backendLogger } from "../../internal/log.ts";
 import type { Lock, LockRequest } from "../../state.ts";
+import type { Acquisition, Applicant, DatabaseLocks, Granted } from "./acquisition.ts";
 import { advisoryLockId } from "./lock_id.ts";
-import type { SessionPool } from "./pool.ts";
 import { ServerSessionChanged } from "./server_session.ts";
 import type { HeldOnSession, Session } from "./session.ts";
-import {
-  describeError,
-  describeWaitError,
-  type LockMode,
-  SQLSTATE,
-  sqlState,
-  type Statements,
-} from "./statements.ts";
+import { describeError } from "./statements.ts";
 
 const log = backendLogger("postgres");
-
-/** How long an abandoned timed-out wait may outlive its deadline before it is cancelled. */
-const TIMEOUT_CANCEL_GRACE = 1000;
-
-/** Milliseconds after a cancel before a wait that still runs is cancelled again, doubling. */
-const CANCEL_RETRY_FIRST = 50;
-const CANCEL_RETRY_MAX = 2000;
-
-/**
- * A database operation failed: issue 9's refusal (a transaction-mode pooler under a session-mode
- * state) names its cause and fix, anything else means the database could not be reached.
- */
-function databaseFailure(requested: Requested, error: unknown): LockFailed {
-  return error instanceof ServerSessionChanged
-    ? backendFailure(requested, "refused", error.message, error)
-    : backendFailure(
-      requested,
-      "unreachable",
-      `the database could not be reached (${describeError(error)})`,
-      error,
-    );
-}
 
 /** What the table needs from its state. */
 export interface LockTableOptions {
   readonly namespace: string;
-  readonly mode: LockMode;
-  readonly statements: Statements;
-  readonly pool: SessionPool;
+  readonly database: DatabaseLocks;
   readonly handoffWindow: number;
   readonly name: string;
 }
 
 /** A request waiting in its key's local queue (and, at the head, maybe in the database). */
-class Waiter {
+class Waiter implements Applicant {
   prev: Waiter | undefined = undefined;
   next: Waiter | undefined = undefined;
   /** Set while a database acquisition runs for this waiter. */
@@ -73,7 +43,7 @@ class Waiter {
   readonly wait: RequestWait;
 
   constructor(
-    readonly key: string,
+    readonly entry: KeyEntry,
     readonly exclusive: boolean,
     readonly request: LockRequest,
     onGiveUp: (waiter: Waiter, why: GiveUpReason) => void,
@@ -81,8 +51,19 @@ class Waiter {
     this.wait = new RequestWait(this, request, (_, why) => onGiveUp(this, why));
   }
 
+  get key(): string {
+    return this.entry.key;
+  }
+
   get settled(): boolean {
     return this.wait.settled;
+  }
+
+  /** Leaves the queue and fails, if it still waits. */
+  fail(error: LockFailed): void {
+    if (this.wait.settled) return;
+    unlink(this.entry.queue, this);
+    this.wait.fail(error);
   }
 }
 
@@ -137,64 +118,16 @@ class KeyEntry {
   constructor(readonly key: string, readonly id: bigint) {}
 }
 
-/** One attempt to get the database lock of a key for the waiter at the head of its queue. */
-class Acquisition {
-  /** The waiter gave up (timeout, abort, close): the attempt ends as soon as it safely can. */
-  abandoned = false;
-  #controller: AbortController | undefined;
-  /** Set while a blocking wait runs: ends it in the database. */
-  cancelWait: (() => void) | undefined = undefined;
-  /** The cancel sent, if any: the session is not reused before it was delivered. */
-  cancelling: Promise<void> | undefined = undefined;
-  graceTimer: ReturnType<typeof setTimeout> | undefined = undefined;
-
-  constructor(readonly entry: KeyEntry, readonly waiter: Waiter) {}
-
-  /** Aborted once the attempt is abandoned; created only by the slow path that needs it. */
-  get signal(): AbortSignal {
-    this.#controller ??= new AbortController();
-    if (this.abandoned) this.#controller.abort(new Error("abandoned"));
-    return this.#controller.signal;
-  }
-
-  abandon(why: GiveUpReason | "close"): void {
-    if (this.abandoned) return;
-    this.abandoned = true;
-    this.#controller?.abort(new Error("abandoned"));
-    if (this.cancelWait === undefined) return;
-    if (why === "timeout") {
-      // lock_timeout ends the wait in the database at about the same time; cancel only if not.
-      this.graceTimer = setTimeout(() => this.cancelWait?.(), TIMEOUT_CANCEL_GRACE);
-    } else {
-      this.cancelWait();
-    }
-  }
-}
-
-/** The outcome of an acquisition: the database lock, or nothing. */
-interface Granted {
-  session: Session;
-  exclusive: boolean;
-}
-
 /** Per-key bookkeeping of one PostgresState. */
 export class LockTable {
   readonly #entries = new Map<string, KeyEntry>();
   readonly #options: LockTableOptions;
-  readonly #statements: Statements;
-  readonly #pool: SessionPool;
+  readonly #database: DatabaseLocks;
   #closed = false;
-  /**
-   * Issue 9: set once a session-mode connection was found not to have a server session of its own
-   * (a transaction-mode pooler sits between). The configuration is wrong and stays wrong: every
-   * later request is refused at once, instead of taking locks that the pooler would hand on.
-   */
-  #refused: ServerSessionChanged | undefined;
 
   constructor(options: LockTableOptions) {
     this.#options = options;
-    this.#statements = options.statements;
-    this.#pool = options.pool;
+    this.#database = options.database;
   }
 
   /** Keys held, awaited or being settled right now. */
@@ -204,9 +137,8 @@ export class LockTable {
 
   acquire(key: string, request: LockRequest): Promise<Lock> {
     const { exclusive } = request;
-    if (this.#refused !== undefined) {
-      return Promise.reject(databaseFailure({ key, exclusive }, this.#refused));
-    }
+    const refusal = this.#database.refusal({ key, exclusive });
+    if (refusal !== undefined) return Promise.reject(refusal);
     let entry = this.#entries.get(key);
     if (entry === undefined) {
       entry = new KeyEntry(key, advisoryLockId(this.#options.namespace, key));
@@ -224,8 +156,8 @@ export class LockTable {
     return this.#enqueue(entry, request);
   }
 
+  /** This process's own holders first, then PostgreSQL (a try-lock that is undone at once). */
   async probe(key: string, exclusive: boolean): Promise<boolean> {
-    if (this.#refused !== undefined) throw databaseFailure({ key, exclusive }, this.#refused);
     for (;;) {
       const entry = this.#entries.get(key);
       if (entry === undefined) break;
@@ -236,16 +168,10 @@ export class LockTable {
       if (this.#closed) throw closed({ key, exclusive });
     }
     const id = advisoryLockId(this.#options.namespace, key);
-    let session: Session | undefined;
     try {
-      session = await this.#pool.main();
-      const rows = await session.query(this.#statements.probe(id, exclusive, session.marker));
-      this.#checkServerSession(session, rows);
-      return rows[0]?.ok === true;
-    } catch (caught) {
-      const error = session?.dead ? session.cause ?? caught : caught;
-      this.#noteRefusal(error);
-      throw this.#closed ? closed({ key, exclusive }) : databaseFailure({ key, exclusive }, error);
+      return await this.#database.probe(id, { key, exclusive });
+    } catch (error) {
+      throw this.#closed ? closed({ key, exclusive }) : error;
     }
   }
 
@@ -285,13 +211,13 @@ export class LockTable {
     const entry = db.entry;
     if (entry.db !== db) return;
     entry.db = undefined;
-    this.#noteRefusal(cause);
-    const reason = cause instanceof ServerSessionChanged
+    this.#database.lost(cause);
+    const message = cause instanceof ServerSessionChanged
       ? cause.message
       : "the database connection was lost";
     for (let lock = entry.holders.head; lock !== undefined; lock = entry.holders.head) {
       unlink(entry.holders, lock);
-      lock.lose("disconnected", reason, cause);
+      lock.lose("disconnected", message, cause);
     }
     entry.count = 0;
     entry.exclusiveHeld = false;
@@ -305,7 +231,7 @@ export class LockTable {
 
   #enqueue(entry: KeyEntry, request: LockRequest): Promise<Lock> {
     const waiter = new Waiter(
-      entry.key,
+      entry,
       request.exclusive,
       request,
       (waiter, why) => this.#gaveUp(entry, waiter, why),
@@ -348,8 +274,7 @@ export class LockTable {
         }
         if (entry.count > 0) {
           if (head?.request.tryOnce) {
-            unlink(entry.queue, head);
-            head.wait.fail(busy(head));
+            head.fail(busy(head));
             continue;
           }
           return;
@@ -381,7 +306,9 @@ export class LockTable {
   }
 
   #releaseDatabaseLock(entry: KeyEntry, db: DatabaseLock): void {
-    const done = this.#unlock(entry, db).then(() => {
+    db.session.held.delete(db);
+    entry.db = undefined;
+    const done = this.#database.release(db.session, entry.id, db.exclusive).then(() => {
       if (entry.op === done) {
         entry.op = entry.releasing = undefined;
         this.#pump(entry);
@@ -390,51 +317,23 @@ export class LockTable {
     entry.op = entry.releasing = done;
   }
 
-  async #unlock(entry: KeyEntry, db: DatabaseLock): Promise<void> {
-    const session = db.session;
-    session.held.delete(db);
-    entry.db = undefined;
-    const statement = this.#statements.unlock(entry.id, db.exclusive, session.marker);
-    for (let attempt = 0; attempt < 3 && !session.dead; attempt++) {
-      try {
-        this.#checkServerSession(session, await session.query(statement));
-        break;
-      } catch (error) {
-        // Only a stray cancel (meant for an earlier wait) is worth another try; anything else
-        // means the session is gone, and its locks with it.
-        if (sqlState(error) !== SQLSTATE.queryCanceled) {
-          session.kill(error);
-          break;
-        }
-      }
-    }
-    // Issue 9: the lock stayed on a server session that the pooler keeps; resolve once it is freed.
-    if (session.dead) await session.released;
-    if (this.#options.mode === "transaction") session.inTransaction = false;
-    if (!session.dead && !session.main && session.held.size === 0) this.#pool.give(session);
-  }
-
   #acquireDatabaseLock(entry: KeyEntry, waiter: Waiter): void {
-    const acquisition = new Acquisition(entry, waiter);
+    const acquisition = this.#database.acquire(entry.id, waiter);
     waiter.acquisition = acquisition;
-    const done = this.#runAcquisition(acquisition).then((granted) => {
+    const done = acquisition.done.then((granted: Granted | undefined) => {
       if (waiter.acquisition === acquisition) waiter.acquisition = undefined;
-      clearTimeout(acquisition.graceTimer);
-      if (granted !== undefined) {
-        if (this.#closed || granted.session.dead) {
-          // Closing ends the session, and with it the lock.
-        } else {
-          const db = new DatabaseLock(
-            entry,
-            granted.session,
-            granted.exclusive,
-            performance.now(),
-            this,
-          );
-          granted.session.held.add(db);
-          entry.db = db;
-          this.#grantHeadRun(entry, db);
-        }
+      // Closing ends the session, and with it the lock.
+      if (granted !== undefined && !this.#closed && !granted.session.dead) {
+        const db = new DatabaseLock(
+          entry,
+          granted.session,
+          granted.exclusive,
+          performance.now(),
+          this,
+        );
+        granted.session.held.add(db);
+        entry.db = db;
+        this.#grantHeadRun(entry, db);
       }
       entry.op = undefined;
       this.#pump(entry);
@@ -442,190 +341,10 @@ export class LockTable {
     entry.op = done;
   }
 
-  /** Try, then (if the waiter may wait) wait in PostgreSQL's queue. Never rejects. */
-  async #runAcquisition(acquisition: Acquisition): Promise<Granted | undefined> {
-    const { entry, waiter } = acquisition;
-    const { exclusive } = waiter;
-    const transaction = this.#options.mode === "transaction";
-    if (this.#refused !== undefined) {
-      this.#failHead(acquisition, databaseFailure(waiter, this.#refused));
-      return undefined;
-    }
-    let session: Session | undefined;
-    try {
-      session = transaction ? await this.#pool.take(acquisition.signal) : await this.#pool.main();
-      if (transaction) session.inTransaction = true;
-      const results = await session.query(
-        this.#statements.tryLock(entry.id, exclusive, session.marker),
-      );
-      this.#checkServerSession(session, results);
-      // Behind a transaction pooler, the backend to cancel is the one serving this transaction.
-      if (transaction) session.pid = Number((results.at(-2) as { pid?: unknown }[])[0].pid);
-      // A multi-statement query (transaction mode) gives one result per statement.
-      const rows = (transaction ? results.at(-1) : results) as { ok?: unknown }[];
-      if (rows[0]?.ok === true) return { session, exclusive };
-      if (acquisition.abandoned || waiter.request.tryOnce) {
-        if (waiter.request.tryOnce) this.#failHead(acquisition, busy(waiter));
-        if (transaction) await this.#cleanUp(session);
-        return undefined;
-      }
-      if (!transaction) session = await this.#pool.take(acquisition.signal);
-      return await this.#wait(acquisition, session);
-    } catch (caught) {
-      // A connection we gave up on (a silent network) says why better than the driver does.
-      const error = session?.dead ? session.cause ?? caught : caught;
-      if (session !== undefined && transaction) await this.#cleanUp(session);
-      this.#noteRefusal(error);
-      if (!acquisition.abandoned) this.#failHead(acquisition, databaseFailure(waiter, error));
-      return undefined;
-    }
-  }
-
-  /** The blocking wait, on a session that holds nothing else. Never rejects. */
-  async #wait(acquisition: Acquisition, session: Session): Promise<Granted | undefined> {
-    const { entry, waiter } = acquisition;
-    const { exclusive, request } = waiter;
-    const remaining = request.deadline === undefined
-      ? undefined
-      : request.deadline - performance.now();
-    if (acquisition.abandoned || (remaining !== undefined && remaining <= 0)) {
-      if (!acquisition.abandoned) this.#failHead(acquisition, timedOut(waiter, request.timeout));
-      await this.#cleanUp(session);
-      return undefined;
-    }
-    session.waiting = true;
-    const query = session.wait(
-      this.#statements.waitLock(entry.id, exclusive, remaining, session.marker),
-      entry.id,
-    );
-    const wait = { ended: false, done: Promise.resolve(query).then(() => {}, () => {}) };
-    acquisition.cancelWait = () => {
-      acquisition.cancelWait = undefined;
-      acquisition.cancelling = this.#cancelUntilEnded(session, wait);
-    };
-    let error: unknown;
-    let granted = false;
-    try {
-      this.#checkServerSession(session, await query);
-      granted = true;
-    } catch (caught) {
-      error = caught;
-    }
-    wait.ended = true;
-    acquisition.cancelWait = undefined;
-    // A cancel still on its way could hit the next query on this session (in transaction mode a
-    // heartbeat inside the lock's transaction, aborting it): let it land first, heartbeats off.
-    await acquisition.cancelling;
-    session.waiting = false;
-    if (granted && !session.dead) return { session, exclusive };
-    // Granted on a connection that died right after: the lock went with it. A connection we
-    // gave up on (a silent network) says why better than the driver's "connection destroyed".
-    if (granted || session.dead) error = session.cause ?? error;
-    this.#noteRefusal(error);
-    if (!acquisition.abandoned) {
-      this.#failHead(
-        acquisition,
-        sqlState(error) === SQLSTATE.lockNotAvailable
-          ? timedOut(waiter, request.timeout)
-          : error instanceof ServerSessionChanged
-          ? databaseFailure(waiter, error)
-          : backendFailure(waiter, waitFailureReason(error), describeWaitError(error), error),
-      );
-    }
-    await this.#cleanUp(session);
-    return undefined;
-  }
-
-  /**
-   * Cancels the wait running on `session` until it has ended. A cancel that reaches the server
-   * before it has read the wait statement is dropped (a backend ignores a cancel between
-   * statements), and the wait would go on for ever: a wait still running a moment after its
-   * cancel is cancelled again. The cancel is a protocol cancel request over a connection of its
-   * own, so that it does not depend on the main session (issue 9: an unresponsive main session
-   * left aborted waits in PostgreSQL's queue). Resolves once the last cancel was delivered; never
-   * rejects.
-   */
-  async #cancelUntilEnded(
-    session: Session,
-    wait: { readonly ended: boolean; readonly done: Promise<void> },
-  ): Promise<void> {
-    for (let delay = CANCEL_RETRY_FIRST; !wait.ended && !session.dead; delay *= 2) {
-      await session.cancelWait();
-      if (wait.ended) return;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        wait.done,
-        new Promise((resolve) => timer = setTimeout(resolve, Math.min(delay, CANCEL_RETRY_MAX))),
-      ]);
-      clearTimeout(timer);
-    }
-  }
-
-  /**
-   * Frees what a failed or abandoned attempt may hold (PostgreSQL can grant a lock just as the
-   * wait is cancelled and report the cancel anyway), then gives the session back.
-   */
-  async #cleanUp(session: Session): Promise<void> {
-    for (let attempt = 0; attempt < 3 && !session.dead; attempt++) {
-      try {
-        this.#checkServerSession(
-          session,
-          await session.query(this.#statements.cleanup(session.marker)),
-        );
-        session.inTransaction = false;
-        this.#pool.give(session);
-        return;
-      } catch (error) {
-        if (sqlState(error) !== SQLSTATE.queryCanceled) break;
-      }
-    }
-    // Ending the session frees whatever it held (behind a pooler, its release does: issue 9).
-    session.kill(new Error("could not clean up after a lock wait"));
-  }
-
-  /**
-   * Issue 9: a session-mode statement that returned no row ran on a server session that is not the
-   * connection's own, and took or freed nothing there. The connection is refused for good: its
-   * holders lose their locks, and what it left on its own server session is freed.
-   */
-  #checkServerSession(session: Session, rows: readonly unknown[]): void {
-    if (!this.#statements.checksSession || rows.length > 0) return;
-    const error = new ServerSessionChanged("the server session changed under the connection");
-    this.#noteRefusal(error);
-    session.kill(error);
-    throw error;
-  }
-
-  /** Issue 9: the first refusal makes every later request fail at once (see `#refused`). */
-  #noteRefusal(error: unknown): void {
-    if (error instanceof ServerSessionChanged) this.#refused ??= error;
-  }
-
-  /** Fails the acquisition's waiter, if it still waits. */
-  #failHead(acquisition: Acquisition, error: LockFailed): void {
-    const { entry, waiter } = acquisition;
-    if (waiter.settled) return;
-    unlink(entry.queue, waiter);
-    waiter.wait.fail(error);
-  }
-
   /** A waiter timed out or was aborted: it leaves the queue; its database attempt is abandoned. */
   #gaveUp(entry: KeyEntry, waiter: Waiter, why: GiveUpReason): void {
     unlink(entry.queue, waiter);
     waiter.acquisition?.abandon(why);
     this.#pump(entry);
-  }
-}
-
-/** The reason of a wait that PostgreSQL ended (other than by its lock_timeout). */
-function waitFailureReason(error: unknown): LockFailedReason {
-  switch (sqlState(error)) {
-    case SQLSTATE.deadlockDetected:
-      return "deadlock";
-    // Someone else cancelled the wait (an operator, a statement_timeout): the server said no.
-    case SQLSTATE.queryCanceled:
-      return "refused";
-    default:
-      return "unreachable";
   }
 }

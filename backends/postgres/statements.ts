@@ -171,11 +171,6 @@ function lockTimeout(ms: number | undefined): string {
  */
 export interface Statements {
   /**
-   * Session mode: every statement runs only on the server session that carries the connection's
-   * marker, and returns no row at all on any other (the session changed under the connection).
-   */
-  readonly checksSession: boolean;
-  /**
    * Takes the lock if it is free, never waits. One boolean column `ok`; in transaction mode the
    * result before it has the column `pid`, the backend serving the transaction.
    */
@@ -203,7 +198,6 @@ export interface Statements {
  * back. Still one statement, one round trip.
  */
 export const sessionStatements: Statements = {
-  checksSession: true,
   tryLock: (id, exclusive, marker) =>
     `select pg_try_advisory_lock${suffix(exclusive)}(${int8(id)}) as ok where ${ours(marker)}`,
   // One condition, not two joined by AND (which PostgreSQL may reorder): lock_timeout is set only
@@ -233,7 +227,6 @@ const TRANSACTION_SETTINGS = [
  * commits on release. `tryLock` opens the transaction; `unlock` and `cleanup` end it.
  */
 export const transactionStatements: Statements = {
-  checksSession: false,
   // A lock's transaction sits idle for long, and its wait may outlast a role's statement_timeout:
   // neither timeout may end it. Both settings end with the transaction. The backend pid is read
   // inside the transaction: behind a transaction pooler, only for the length of a transaction is

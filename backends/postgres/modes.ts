@@ -1,0 +1,122 @@
+/**
+ * How locks live in the database, as two strategies (issue 10): session-level advisory locks,
+ * many on one connection and checked against the connection's own server session (issue 9), or
+ * transaction-level ones, one open transaction per lock, for transaction-mode poolers. Each runs
+ * its own statements (statements.ts) and reads its own results; the acquisition protocol
+ * (acquisition.ts) is the same for both.
+ */
+
+import type { SessionPool } from "./pool.ts";
+import { ServerSessionChanged } from "./server_session.ts";
+import type { Session } from "./session.ts";
+import { type LockMode, sessionStatements, transactionStatements } from "./statements.ts";
+
+/** One way for locks to live in the database. */
+export interface ModeStrategy {
+  /** Its name, as in the `mode` option. */
+  readonly name: LockMode;
+  /**
+   * Whether the session of a try holds something afterwards even when the try failed (an open
+   * transaction), so that it must be cleaned up and given back.
+   */
+  readonly tryHoldsSession: boolean;
+  /** The session a first try runs on. */
+  trySession(pool: SessionPool, signal: () => AbortSignal): Promise<Session>;
+  /** Takes the lock if it is free, never waits; `true` when taken. */
+  tryLock(session: Session, id: bigint, exclusive: boolean): Promise<boolean>;
+  /** The session a blocking wait runs on, after a failed try on `tried`. */
+  waitSession(pool: SessionPool, tried: Session, signal: () => AbortSignal): Promise<Session>;
+  /**
+   * Waits in PostgreSQL's own queue, up to `timeout` ms; resolves once granted. Rejects with 55P03
+   * on timeout, 57014 on cancel ({@link Session.cancelWait}), 40P01 on deadlock.
+   */
+  waitLock(session: Session, id: bigint, exclusive: boolean, timeout?: number): Promise<void>;
+  /** Frees the lock (one attempt). */
+  unlock(session: Session, id: bigint, exclusive: boolean): Promise<void>;
+  /**
+   * Frees whatever a failed, cancelled or abandoned attempt may have left on its session (one
+   * attempt): the server can grant a lock just as the wait is cancelled, and report the cancel.
+   */
+  cleanUp(session: Session): Promise<void>;
+  /** Whether the lock could be taken now, leaving nothing taken. */
+  probe(session: Session, id: bigint, exclusive: boolean): Promise<boolean>;
+}
+
+/**
+ * Issue 9: a session-mode statement returns no row on a server session that is not the
+ * connection's own (a transaction-mode pooler moved it), and took or freed nothing there. The
+ * connection is refused for good: its holders lose their locks, and what it left on its own
+ * server session is freed.
+ */
+function ownSession<T extends readonly unknown[]>(session: Session, rows: T): T {
+  if (rows.length > 0) return rows;
+  const error = new ServerSessionChanged("the server session changed under the connection");
+  session.kill(error);
+  throw error;
+}
+
+function ok(rows: readonly unknown[]): boolean {
+  return (rows[0] as { ok?: unknown } | undefined)?.ok === true;
+}
+
+/** Session-level advisory locks: uncontended locks share the main session. */
+export const sessionMode: ModeStrategy = {
+  name: "session",
+  tryHoldsSession: false,
+  trySession: (pool) => pool.main(),
+  async tryLock(session, id, exclusive) {
+    const statement = sessionStatements.tryLock(id, exclusive, session.marker);
+    return ok(ownSession(session, await session.query(statement)));
+  },
+  // A wait blocks its session: it runs on a spare that holds nothing else.
+  waitSession: (pool, _tried, signal) => pool.take(signal()),
+  async waitLock(session, id, exclusive, timeout) {
+    const statement = sessionStatements.waitLock(id, exclusive, timeout, session.marker);
+    ownSession(session, await session.wait(statement, id));
+  },
+  async unlock(session, id, exclusive) {
+    const statement = sessionStatements.unlock(id, exclusive, session.marker);
+    ownSession(session, await session.query(statement));
+  },
+  async cleanUp(session) {
+    ownSession(session, await session.query(sessionStatements.cleanup(session.marker)));
+  },
+  async probe(session, id, exclusive) {
+    const statement = sessionStatements.probe(id, exclusive, session.marker);
+    return ok(ownSession(session, await session.query(statement)));
+  },
+};
+
+/** Transaction-level advisory locks: each lock is a transaction on a session of its own. */
+export const transactionMode: ModeStrategy = {
+  name: "transaction",
+  tryHoldsSession: true,
+  async trySession(pool, signal) {
+    const session = await pool.take(signal());
+    session.inTransaction = true;
+    return session;
+  },
+  async tryLock(session, id, exclusive) {
+    // One result per statement: `begin`, the settings with the backend pid, the try.
+    const results = await session.query(transactionStatements.tryLock(id, exclusive, ""));
+    // Behind a transaction pooler, the backend to watch is the one serving this transaction.
+    session.pid = Number((results.at(-2) as { pid?: unknown }[])[0].pid);
+    return ok(results.at(-1) as unknown as readonly unknown[]);
+  },
+  // The try opened the transaction that the wait continues.
+  waitSession: (_pool, tried) => Promise.resolve(tried),
+  async waitLock(session, id, exclusive, timeout) {
+    await session.wait(transactionStatements.waitLock(id, exclusive, timeout, ""), id);
+  },
+  async unlock(session) {
+    await session.query(transactionStatements.unlock(0n, true, ""));
+    session.inTransaction = false;
+  },
+  async cleanUp(session) {
+    await session.query(transactionStatements.cleanup(""));
+    session.inTransaction = false;
+  },
+  async probe(session, id, exclusive) {
+    return ok(await session.query(transactionStatements.probe(id, exclusive, "")));
+  },
+};
