@@ -23,7 +23,7 @@ export interface LocalStateOptions {
 const LOCAL_OPTIONS = optionNames<LocalStateOptions>({ name: true });
 
 /** Who holds a key and who waits for it. Exists only while someone does (then it is deleted). */
-class KeyEntry implements List<LocalLock> {
+class KeyState implements List<LocalLock> {
   /** Number of shared holders. */
   shared = 0;
   /** Whether an exclusive holder has it. */
@@ -43,14 +43,14 @@ class LocalLock extends BaseLock {
   next: LocalLock | undefined = undefined;
   /** Set while the request waits in its key's queue. */
   wait: RequestWait | undefined = undefined;
-  readonly entry: KeyEntry;
+  readonly entry: KeyState;
   readonly #state: LocalState;
   readonly #release: (lock: LocalLock) => void;
 
   constructor(
     state: LocalState,
     release: (lock: LocalLock) => void,
-    entry: KeyEntry,
+    entry: KeyState,
     key: string,
     exclusive: boolean,
   ) {
@@ -87,7 +87,7 @@ class LocalLock extends BaseLock {
  * ```
  */
 export class LocalState extends StateABC {
-  readonly #entries = new Map<string, KeyEntry>();
+  readonly #entries = new Map<string, KeyState>();
   /** Every held lock, so that `close()` can abort their signals. */
   readonly #held: List<LocalLock> = { head: undefined, tail: undefined };
   readonly #name: string;
@@ -118,7 +118,7 @@ export class LocalState extends StateABC {
     const { exclusive } = request;
     let entry = this.#entries.get(key);
     if (entry === undefined) {
-      entry = new KeyEntry();
+      entry = new KeyState();
       this.#entries.set(key, entry);
     } else if (
       entry.head !== undefined || entry.exclusive || (exclusive && entry.shared > 0)
@@ -156,7 +156,7 @@ export class LocalState extends StateABC {
     return Promise.resolve();
   }
 
-  #wait(key: string, entry: KeyEntry, request: LockRequest): Promise<Lock> {
+  #wait(key: string, entry: KeyState, request: LockRequest): Promise<Lock> {
     const { exclusive } = request;
     if (request.tryOnce) return Promise.reject(busy({ key, exclusive }));
     const lock = new LocalLock(this, this.#releaseLock, entry, key, exclusive);
@@ -189,7 +189,7 @@ export class LocalState extends StateABC {
   }
 
   /** Grants the head of the queue while it fits: one exclusive, or a run of shared requests. */
-  #grantWaiting(entry: KeyEntry): void {
+  #grantWaiting(entry: KeyState): void {
     for (let lock = entry.head; lock !== undefined; lock = entry.head) {
       if (entry.exclusive || (lock.exclusive && entry.shared > 0)) return;
       unlink(entry, lock);

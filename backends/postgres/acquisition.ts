@@ -16,7 +16,7 @@ import type { LockRequest } from "../../state.ts";
 import type { ModeStrategy } from "./modes.ts";
 import type { SessionPool } from "./pool.ts";
 import { ServerSessionChanged } from "./server_session.ts";
-import type { Session } from "./session.ts";
+import type { DatabaseSession } from "./session.ts";
 import { describeError, describeWaitError, SQLSTATE, sqlState } from "./statements.ts";
 
 /** How long an abandoned timed-out wait may outlive its deadline before it is cancelled. */
@@ -40,7 +40,7 @@ export interface Applicant extends Requested {
 
 /** The database lock an acquisition got. */
 export interface Granted {
-  readonly session: Session;
+  readonly session: DatabaseSession;
   readonly exclusive: boolean;
 }
 
@@ -87,7 +87,10 @@ export class Acquisition {
   }
 
   /** @internal While a wait runs on `session`: how to cancel it. */
-  waiting(session: Session, wait: { readonly ended: boolean; readonly done: Promise<void> }) {
+  waiting(
+    session: DatabaseSession,
+    wait: { readonly ended: boolean; readonly done: Promise<void> },
+  ) {
     this.#cancelWait = () => {
       this.#cancelWait = undefined;
       this.#cancelling = cancelUntilEnded(session, wait);
@@ -111,7 +114,7 @@ export class Acquisition {
  * waits in PostgreSQL's queue). Resolves once the last cancel was delivered; never rejects.
  */
 async function cancelUntilEnded(
-  session: Session,
+  session: DatabaseSession,
   wait: { readonly ended: boolean; readonly done: Promise<void> },
 ): Promise<void> {
   for (let delay = CANCEL_RETRY_FIRST; !wait.ended && !session.dead; delay *= 2) {
@@ -155,7 +158,7 @@ function waitFailureReason(error: unknown): LockFailedReason {
 }
 
 /** A failed database operation: the error of a session we gave up on says why best. */
-function failureOf(session: Session | undefined, caught: unknown): unknown {
+function failureOf(session: DatabaseSession | undefined, caught: unknown): unknown {
   return session?.dead ? session.cause ?? caught : caught;
 }
 
@@ -194,7 +197,7 @@ export class DatabaseLocks {
   async probe(id: bigint, requested: Requested): Promise<boolean> {
     const refusal = this.refusal(requested);
     if (refusal !== undefined) throw refusal;
-    let session: Session | undefined;
+    let session: DatabaseSession | undefined;
     try {
       session = await this.#pool.main();
       return await this.#mode.probe(session, id, requested.exclusive);
@@ -209,7 +212,7 @@ export class DatabaseLocks {
    * Frees lock `id` on `session`; resolves once it is free. A session that fails it dies, and its
    * locks with it. Gives a spare session that holds nothing any more back to the pool.
    */
-  async release(session: Session, id: bigint, exclusive: boolean): Promise<void> {
+  async release(session: DatabaseSession, id: bigint, exclusive: boolean): Promise<void> {
     for (let attempt = 0; attempt < STRAY_CANCEL_ATTEMPTS && !session.dead; attempt++) {
       try {
         await this.#mode.unlock(session, id, exclusive);
@@ -240,7 +243,7 @@ export class DatabaseLocks {
       return undefined;
     }
     const mode = this.#mode;
-    let session: Session | undefined;
+    let session: DatabaseSession | undefined;
     try {
       session = await mode.trySession(this.#pool, () => acquisition.signal);
       if (await mode.tryLock(session, id, exclusive)) return { session, exclusive };
@@ -263,7 +266,7 @@ export class DatabaseLocks {
   }
 
   /** The blocking wait, on a session that holds nothing else. Never rejects. */
-  async #wait(acquisition: Acquisition, session: Session): Promise<Granted | undefined> {
+  async #wait(acquisition: Acquisition, session: DatabaseSession): Promise<Granted | undefined> {
     const { id, applicant } = acquisition;
     const { exclusive, request } = applicant;
     const remaining = request.deadline === undefined
@@ -313,7 +316,7 @@ export class DatabaseLocks {
    * Frees what a failed or abandoned attempt may hold (PostgreSQL can grant a lock just as the
    * wait is cancelled and report the cancel anyway), then gives the session back.
    */
-  async #cleanUp(session: Session): Promise<void> {
+  async #cleanUp(session: DatabaseSession): Promise<void> {
     for (let attempt = 0; attempt < STRAY_CANCEL_ATTEMPTS && !session.dead; attempt++) {
       try {
         await this.#mode.cleanUp(session);

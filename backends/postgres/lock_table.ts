@@ -21,7 +21,7 @@ import type { Lock, LockRequest } from "../../state.ts";
 import type { Acquisition, Applicant, DatabaseLocks, Granted } from "./acquisition.ts";
 import { advisoryLockId } from "./lock_id.ts";
 import { ServerSessionChanged } from "./server_session.ts";
-import type { HeldOnSession, Session } from "./session.ts";
+import type { DatabaseSession, HeldOnSession } from "./session.ts";
 import { describeError } from "./statements.ts";
 
 const log = backendLogger("postgres");
@@ -85,7 +85,7 @@ class PostgresLock extends BaseLock {
 class DatabaseLock implements HeldOnSession {
   constructor(
     readonly entry: KeyEntry,
-    readonly session: Session,
+    readonly session: DatabaseSession,
     readonly exclusive: boolean,
     readonly grantedAt: number,
     readonly table: LockTable,

@@ -8,7 +8,7 @@
 
 import type { SessionPool } from "./pool.ts";
 import { ServerSessionChanged } from "./server_session.ts";
-import type { Session } from "./session.ts";
+import type { DatabaseSession } from "./session.ts";
 import { type LockMode, sessionStatements, transactionStatements } from "./statements.ts";
 
 /** One way for locks to live in the database. */
@@ -21,25 +21,34 @@ export interface ModeStrategy {
    */
   readonly tryHoldsSession: boolean;
   /** The session a first try runs on. */
-  trySession(pool: SessionPool, signal: () => AbortSignal): Promise<Session>;
+  trySession(pool: SessionPool, signal: () => AbortSignal): Promise<DatabaseSession>;
   /** Takes the lock if it is free, never waits; `true` when taken. */
-  tryLock(session: Session, id: bigint, exclusive: boolean): Promise<boolean>;
+  tryLock(session: DatabaseSession, id: bigint, exclusive: boolean): Promise<boolean>;
   /** The session a blocking wait runs on, after a failed try on `tried`. */
-  waitSession(pool: SessionPool, tried: Session, signal: () => AbortSignal): Promise<Session>;
+  waitSession(
+    pool: SessionPool,
+    tried: DatabaseSession,
+    signal: () => AbortSignal,
+  ): Promise<DatabaseSession>;
   /**
    * Waits in PostgreSQL's own queue, up to `timeout` ms; resolves once granted. Rejects with 55P03
-   * on timeout, 57014 on cancel ({@link Session.cancelWait}), 40P01 on deadlock.
+   * on timeout, 57014 on cancel ({@link DatabaseSession.cancelWait}), 40P01 on deadlock.
    */
-  waitLock(session: Session, id: bigint, exclusive: boolean, timeout?: number): Promise<void>;
+  waitLock(
+    session: DatabaseSession,
+    id: bigint,
+    exclusive: boolean,
+    timeout?: number,
+  ): Promise<void>;
   /** Frees the lock (one attempt). */
-  unlock(session: Session, id: bigint, exclusive: boolean): Promise<void>;
+  unlock(session: DatabaseSession, id: bigint, exclusive: boolean): Promise<void>;
   /**
    * Frees whatever a failed, cancelled or abandoned attempt may have left on its session (one
    * attempt): the server can grant a lock just as the wait is cancelled, and report the cancel.
    */
-  cleanUp(session: Session): Promise<void>;
+  cleanUp(session: DatabaseSession): Promise<void>;
   /** Whether the lock could be taken now, leaving nothing taken. */
-  probe(session: Session, id: bigint, exclusive: boolean): Promise<boolean>;
+  probe(session: DatabaseSession, id: bigint, exclusive: boolean): Promise<boolean>;
 }
 
 /**
@@ -48,7 +57,7 @@ export interface ModeStrategy {
  * connection is refused for good: its holders lose their locks, and what it left on its own
  * server session is freed.
  */
-function ownSession<T extends readonly unknown[]>(session: Session, rows: T): T {
+function ownSession<T extends readonly unknown[]>(session: DatabaseSession, rows: T): T {
   if (rows.length > 0) return rows;
   const error = new ServerSessionChanged("the server session changed under the connection");
   session.kill(error);

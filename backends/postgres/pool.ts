@@ -12,7 +12,7 @@
 
 import { append, type List, unlink } from "../../internal/intrusive_list.ts";
 import { backendLogger } from "../../internal/log.ts";
-import { type Orphan, Session, type SessionTemplate } from "./session.ts";
+import { DatabaseSession, type Orphan, type SessionTemplate } from "./session.ts";
 import { describeError } from "./statements.ts";
 
 const log = backendLogger("postgres");
@@ -31,7 +31,7 @@ export interface PoolOptions {
 interface SessionWaiter {
   prev: SessionWaiter | undefined;
   next: SessionWaiter | undefined;
-  resolve(session: Session): void;
+  resolve(session: DatabaseSession): void;
   reject(error: unknown): void;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
@@ -70,22 +70,22 @@ export class PoolClosed extends Error {
 export class SessionPool {
   readonly #template: SessionTemplate;
   readonly #options: PoolOptions;
-  readonly #all = new Set<Session>();
-  readonly #idle: Session[] = [];
+  readonly #all = new Set<DatabaseSession>();
+  readonly #idle: DatabaseSession[] = [];
   /** When each idle spare is ended unless taken first. */
-  readonly #expiry = new Map<Session, ReturnType<typeof setTimeout>>();
+  readonly #expiry = new Map<DatabaseSession, ReturnType<typeof setTimeout>>();
   readonly #waiters: List<SessionWaiter> = { head: undefined, tail: undefined };
   #opening = 0;
   /** Sessions being opened, so that shutting down can end them too. */
-  readonly #connecting = new Set<Session>();
+  readonly #connecting = new Set<DatabaseSession>();
   /** Backends given up on that the server may still run: ended once it answers again. */
   readonly #orphans: Orphan[] = [];
   /** Whether a connection was opened since the newest orphan was recorded. */
   #reachable = false;
   /** The watch of waiting backends in flight: since when, and ticks seen unanswered. */
   #watch: { since: number; ticks: number } | undefined;
-  #mainSession: Session | undefined;
-  #mainOpening: Promise<Session> | undefined;
+  #mainSession: DatabaseSession | undefined;
+  #mainOpening: Promise<DatabaseSession> | undefined;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
@@ -100,7 +100,7 @@ export class SessionPool {
   }
 
   /** The main session, opened on first use and again after it died. Exempt from the cap. */
-  main(): Promise<Session> {
+  main(): Promise<DatabaseSession> {
     if (this.#closed) return Promise.reject(new PoolClosed());
     const main = this.#mainSession;
     if (main !== undefined && !main.dead) return Promise.resolve(main);
@@ -121,7 +121,7 @@ export class SessionPool {
    * A session that holds nothing and runs nothing, for one wait or one transaction: an idle one,
    * a new one while under the cap, else the next one given back. Rejects when `signal` aborts.
    */
-  take(signal?: AbortSignal): Promise<Session> {
+  take(signal?: AbortSignal): Promise<DatabaseSession> {
     if (this.#closed) return Promise.reject(new PoolClosed());
     if (signal?.aborted) return Promise.reject(signal.reason);
     while (this.#idle.length > 0) {
@@ -131,7 +131,7 @@ export class SessionPool {
       if (!session.dead) return Promise.resolve(session);
     }
     if (this.size < this.#options.maxConnections) return this.#open();
-    return new Promise<Session>((resolve, reject) => {
+    return new Promise<DatabaseSession>((resolve, reject) => {
       const waiter: SessionWaiter = {
         prev: undefined,
         next: undefined,
@@ -152,7 +152,7 @@ export class SessionPool {
   }
 
   /** Gives back a session from {@link SessionPool.take} that holds nothing any more. */
-  give(session: Session): void {
+  give(session: DatabaseSession): void {
     if (session.dead) return;
     if (this.#closed) {
       this.#forget(session);
@@ -209,11 +209,11 @@ export class SessionPool {
     await Promise.all(this.#template.releases);
   }
 
-  async #open(): Promise<Session> {
+  async #open(): Promise<DatabaseSession> {
     this.#opening++;
-    let session: Session;
+    let session: DatabaseSession;
     try {
-      session = await Session.open(this.#template, {
+      session = await DatabaseSession.open(this.#template, {
         connecting: (s) => this.#connecting.add(s),
         lost: (s, _cause, orphan) => this.#lost(s, orphan),
       });
@@ -231,7 +231,7 @@ export class SessionPool {
     return session;
   }
 
-  #lost(session: Session, orphan: Orphan | undefined): void {
+  #lost(session: DatabaseSession, orphan: Orphan | undefined): void {
     this.#connecting.delete(session);
     if (this.#mainSession === session) this.#mainSession = undefined;
     if (orphan !== undefined && !this.#closed && this.#options.heartbeatInterval > 0) {
@@ -244,7 +244,7 @@ export class SessionPool {
   }
 
   /** Removes a session from the books; its place may go to someone waiting for one. */
-  #forget(session: Session): void {
+  #forget(session: DatabaseSession): void {
     if (!this.#all.delete(session)) return;
     const index = this.#idle.indexOf(session);
     if (index >= 0) this.#idle.splice(index, 1);
@@ -261,7 +261,7 @@ export class SessionPool {
    * Ends an idle spare after {@link SPARE_IDLE_MS} unused: a burst of waits reuses its
    * connections (each new one is a server process), and a quiet process gives them back.
    */
-  #expire(session: Session): void {
+  #expire(session: DatabaseSession): void {
     const timer = setTimeout(() => {
       this.#expiry.delete(session);
       this.#forget(session);
@@ -271,7 +271,7 @@ export class SessionPool {
     this.#expiry.set(session, timer);
   }
 
-  #unexpire(session: Session): void {
+  #unexpire(session: DatabaseSession): void {
     clearTimeout(this.#expiry.get(session));
     this.#expiry.delete(session);
   }
@@ -323,7 +323,7 @@ export class SessionPool {
    * granted, or ended, and its answer lost on a silent network: the session is given up, and its
    * backend ended as an orphan, so that it never holds a lock that nobody knows about.
    */
-  async #watchWaits(waiting: Session[]): Promise<void> {
+  async #watchWaits(waiting: DatabaseSession[]): Promise<void> {
     const watch = { since: performance.now(), ticks: 0 };
     this.#watch = watch;
     const orphans = this.#orphans.slice();
@@ -365,7 +365,7 @@ export class SessionPool {
   }
 
   /** Ends the orphans that still hold or await one of their locks; forgets the others. */
-  async #endOrphans(main: Session, orphans: Orphan[]): Promise<void> {
+  async #endOrphans(main: DatabaseSession, orphans: Orphan[]): Promise<void> {
     const values = orphans.flatMap((orphan) =>
       orphan.ids.map((id) => `(${orphan.pid}, ${lockIdColumns(id)})`)
     );

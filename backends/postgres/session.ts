@@ -44,13 +44,13 @@ const CANCEL_TIMEOUT_MS = 2000;
 /** What a session reports to its owner. */
 export interface SessionEvents {
   /** The session exists and is connecting: until `open` settles, only `kill` reaches it. */
-  connecting?(session: Session): void;
+  connecting?(session: DatabaseSession): void;
   /**
    * The connection died (or was declared dead): every lock on it is gone. Called once, with the
    * advisory lock ids its backend may still hold or await on the server if the server did not
    * notice (a silent network): see {@link Orphan}.
    */
-  lost(session: Session, cause: unknown, orphan: Orphan | undefined): void;
+  lost(session: DatabaseSession, cause: unknown, orphan: Orphan | undefined): void;
 }
 
 /**
@@ -78,7 +78,7 @@ export interface SessionTemplate {
   /** postgres.js options (parsed, from `sql.options`) to spread into each session's client. */
   readonly options: postgres.Options<Record<string, never>>;
   /**
-   * Session mode: mark the server session and check it in every statement (issue 9), and disable
+   * DatabaseSession mode: mark the server session and check it in every statement (issue 9), and disable
    * the server-side idle timeouts for it.
    */
   readonly sessionSettings: boolean;
@@ -113,8 +113,8 @@ interface RunningWait {
 
 let sessionCounter = 0;
 
-/** A dedicated connection. Create with {@link Session.open}. */
-export class Session {
+/** One database session on a dedicated connection. Create with {@link DatabaseSession.open}. */
+export class DatabaseSession {
   /** A number for debug logs. */
   readonly number: number = ++sessionCounter;
   /** The server process id (`pg_backend_pid()`), 0 until open. */
@@ -133,7 +133,7 @@ export class Session {
   cause: unknown = undefined;
   /** Watchdog checks in a row that found its wait's backend not waiting any more (pool.ts). */
   suspectChecks = 0;
-  /** Session mode: the marker every statement checks (issue 9); empty in transaction mode. */
+  /** DatabaseSession mode: the marker every statement checks (issue 9); empty in transaction mode. */
   marker = "";
   /**
    * Resolves once what a refused connection left on its server session was freed, or could not
@@ -143,9 +143,9 @@ export class Session {
 
   readonly #sql: postgres.Sql;
   readonly #template: SessionTemplate;
-  /** Session mode: the server session marked at open. */
+  /** DatabaseSession mode: the server session marked at open. */
   #marked: MarkedSession | undefined;
-  /** Session mode: the session settings were applied on the marked server session. */
+  /** DatabaseSession mode: the session settings were applied on the marked server session. */
   #settingsApplied = false;
   readonly #events: SessionEvents;
   #ending = false;
@@ -206,8 +206,8 @@ export class Session {
    * Rejects when the connection closes before it is ready, or is not ready within
    * `openTimeout`; either way nothing of it is left running.
    */
-  static async open(template: SessionTemplate, events: SessionEvents): Promise<Session> {
-    const session = new Session(template, events);
+  static async open(template: SessionTemplate, events: SessionEvents): Promise<DatabaseSession> {
+    const session = new DatabaseSession(template, events);
     events.connecting?.(session);
     const died = new Promise<never>((_, reject) => session.#died = reject);
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -248,7 +248,7 @@ export class Session {
   }
 
   /**
-   * Session mode (issue 9): marks a fresh server session, then applies the session settings in a
+   * DatabaseSession mode (issue 9): marks a fresh server session, then applies the session settings in a
    * second statement only where the marker is, so that a pooler that moved the connection in
    * between gets none. Throws {@link ServerSessionChanged} when either fails.
    */
@@ -295,7 +295,7 @@ export class Session {
   }
 
   /**
-   * Runs the blocking wait `text` for lock `id`, which {@link Session.cancelWait} can end through
+   * Runs the blocking wait `text` for lock `id`, which {@link DatabaseSession.cancelWait} can end through
    * a connection of its own.
    */
   wait(text: string, id: bigint): postgres.PendingQuery<postgres.Row[]> {
