@@ -1,7 +1,7 @@
 /**
  * The broker: one state served over WebSocket to workers on other processes and machines (and to
- * edge functions that cannot reach a database), the TypeScript form of the seed's
- * worker-to-broker design.
+ * edge functions that cannot reach a database), the TypeScript form of the
+ * worker-to-broker design of Python's `momotor.shared.state`.
  *
  * - {@link brokerHandler}: the server, a web-standard handler for `Deno.serve`;
  *   {@link serveBroker} runs it on Node.

@@ -6,7 +6,7 @@
  * - `getLock options must be an object, got null`
  */
 
-import type { LockOptions, LockRequest, TestLockOptions } from "../state.ts";
+import type { LockOptions, LockRequest, TestLockOptions } from "../lock.ts";
 
 const DEFAULT_REQUEST: LockRequest = Object.freeze({
   exclusive: true,

@@ -1,7 +1,7 @@
 /** The part of a {@link Lock} that every backend shares: lazy signal, single release, loss. */
 
 import { LockLost, type LockLostReason } from "../errors.ts";
-import type { Lock } from "../state.ts";
+import type { Lock } from "../lock.ts";
 
 /** A settled `release()` result, shared: freeing many locks needs no promise each. */
 export const RELEASED: Promise<void> = Promise.resolve();

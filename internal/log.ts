@@ -1,6 +1,6 @@
 /**
  * Debug logging through LogTape: silent until the application configures a sink for the
- * `["momotor", "shared", "state"]` category or one of its children (the Python seed logs on
+ * `["momotor", "shared", "state"]` category or one of its children (Python's `momotor.shared.state`, of which this is the TypeScript form, logs on
  * `momotor.shared.state.local`).
  */
 

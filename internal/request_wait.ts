@@ -4,7 +4,7 @@
  */
 
 import type { LockFailed } from "../errors.ts";
-import type { Lock, LockRequest } from "../state.ts";
+import type { Lock, LockRequest } from "../lock.ts";
 import { DeadlineTimer } from "./deadline.ts";
 import { aborted, timedOut } from "./failures.ts";
 

@@ -44,7 +44,7 @@ let stateCounter = 0;
 
 /**
  * Named read/write locks held by a broker ({@link brokerHandler} or `serveBroker`) for every
- * worker connected to it: the seed's worker-to-broker design, over WebSocket. A lock lives as
+ * worker connected to it: the worker-to-broker design of Python's `momotor.shared.state`, over WebSocket. A lock lives as
  * long as the worker's connection: a worker that dies releases its locks.
  *
  * One WebSocket carries all requests; it opens on the first request. When it is lost, held locks

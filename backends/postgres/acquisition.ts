@@ -90,7 +90,7 @@ export class Acquisition {
   waiting(
     session: DatabaseSession,
     wait: { readonly ended: boolean; readonly done: Promise<void> },
-  ) {
+  ): void {
     this.#cancelWait = () => {
       this.#cancelWait = undefined;
       this.#cancelling = cancelUntilEnded(session, wait);
