@@ -10,7 +10,14 @@ import { busy, closed } from "../internal/failures.ts";
 import { append, type List, unlink } from "../internal/intrusive_list.ts";
 import { RequestWait } from "../internal/request_wait.ts";
 import { backendLogger, debugEnabled } from "../internal/log.ts";
-import { type Lock, type LockRequest, StateABC } from "../state.ts";
+import {
+  type Lock,
+  type LockRequest,
+  type Permit,
+  type PermitRequest,
+  StateABC,
+} from "../state.ts";
+import { PermitTable } from "./local_permits.ts";
 
 const log = backendLogger("local");
 
@@ -92,6 +99,8 @@ export class LocalState extends StateABC {
   readonly #held: List<LocalLock> = { head: undefined, tail: undefined };
   readonly #name: string;
   readonly #releaseLock = (lock: LocalLock) => this.#release(lock);
+  /** Counting semaphores (issue 13), apart from the locks: a permit key is not a lock key. */
+  readonly #permits = new PermitTable();
 
   /**
    * Makes an empty state.
@@ -108,9 +117,9 @@ export class LocalState extends StateABC {
     this.#name = options.name ?? "local";
   }
 
-  /** Number of keys held or awaited right now (unused keys take no memory). */
+  /** Number of keys (lock keys and permit keys) held or awaited right now (unused keys take no memory). */
   get size(): number {
-    return this.#entries.size;
+    return this.#entries.size + this.#permits.size;
   }
 
   /** Grants at once when the key is free and nobody waits, else queues the request. */
@@ -139,8 +148,19 @@ export class LocalState extends StateABC {
     return Promise.resolve(free);
   }
 
+  /** Grants at once when nobody waits and fewer than `limit` hold the key, else queues. */
+  protected acquirePermit(key: string, request: PermitRequest): Promise<Permit> {
+    return this.#permits.acquire(key, request);
+  }
+
+  /** Answers from the permit key's entry, without waiting. */
+  protected probePermit(key: string, limit: number): Promise<boolean> {
+    return Promise.resolve(this.#permits.probe(key, limit));
+  }
+
   /** Fails every waiting request and marks every held lock lost. */
   protected shutdown(): Promise<void> {
+    this.#permits.close();
     for (const entry of this.#entries.values()) {
       for (let lock = entry.head; lock !== undefined; lock = entry.head) {
         unlink(entry, lock);

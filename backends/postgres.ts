@@ -16,7 +16,13 @@
 import postgres from "postgres";
 import { backendFailure } from "../internal/failures.ts";
 import { backendLogger } from "../internal/log.ts";
-import { type Lock, type LockRequest, StateABC } from "../state.ts";
+import {
+  type Lock,
+  type LockRequest,
+  type Permit,
+  type PermitRequest,
+  StateABC,
+} from "../state.ts";
 import { LockTable } from "./postgres/lock_table.ts";
 import {
   type PostgresStateOptions,
@@ -203,5 +209,16 @@ export class PostgresState extends StateABC {
     await this.#pool.shutdown();
     await this.#template?.end({ timeout: 0 }).catch(() => {});
     log.debug("{name}: closed", { name: this.#options.name });
+  }
+
+  // Issue 13, first step: permits are not served here yet.
+  protected acquirePermit(key: string, request: PermitRequest): Promise<Permit> {
+    return Promise.reject(
+      backendFailure({ key, exclusive: false, limit: request.limit }, "refused", "not yet"),
+    );
+  }
+
+  protected probePermit(key: string, limit: number): Promise<boolean> {
+    return Promise.reject(backendFailure({ key, exclusive: false, limit }, "refused", "not yet"));
   }
 }

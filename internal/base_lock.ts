@@ -1,29 +1,29 @@
-/** The part of a {@link Lock} that every backend shares: lazy signal, single release, loss. */
+/**
+ * The part of a {@link Lock} (and of a {@link Permit}) that every backend shares: lazy signal,
+ * single release, loss.
+ */
 
 import { LockLost, type LockLostReason } from "../errors.ts";
-import type { Lock } from "../lock.ts";
+import type { Lock, Permit } from "../lock.ts";
+import type { Requested } from "./failures.ts";
 
 /** A settled `release()` result, shared: freeing many locks needs no promise each. */
 export const RELEASED: Promise<void> = Promise.resolve();
 
 /**
- * A held lock. A backend subclass frees the lock in {@link BaseLock.unlock}, and calls
- * {@link BaseLock.lose} when the backend takes the lock away.
+ * Something held: a lock or a permit. A backend subclass frees it in {@link BaseHold.unlock}, and
+ * calls {@link BaseHold.lose} when the backend takes it away.
  *
  * The signal is created on first use: most locks are released without anyone reading it, and an
  * AbortController costs more than the rest of an uncontended acquire.
  */
-export abstract class BaseLock implements Lock {
-  readonly key: string;
-  readonly exclusive: boolean;
+abstract class BaseHold {
   #controller: AbortController | undefined;
   #lost: LockLost | undefined;
   #release: Promise<void> | undefined;
 
-  constructor(key: string, exclusive: boolean) {
-    this.key = key;
-    this.exclusive = exclusive;
-  }
+  /** What its LockLost names: the key and the mode, and a permit's limit. */
+  protected abstract get requested(): Requested;
 
   get signal(): AbortSignal {
     if (this.#controller === undefined) {
@@ -57,10 +57,48 @@ export abstract class BaseLock implements Lock {
   lose(reason: LockLostReason, message: string, cause?: unknown): void {
     if (this.#release !== undefined) return;
     this.#release = RELEASED;
-    this.#lost = new LockLost(message, { key: this.key, exclusive: this.exclusive, reason, cause });
+    const { key, exclusive, limit } = this.requested;
+    this.#lost = new LockLost(message, { key, exclusive, limit, reason, cause });
     this.#controller?.abort(this.#lost);
   }
 
   /** Frees the lock in the backend. Called at most once; must never reject. */
   protected abstract unlock(): Promise<void>;
+}
+
+/** A held lock: see {@link BaseHold}. */
+export abstract class BaseLock extends BaseHold implements Lock {
+  readonly key: string;
+  readonly exclusive: boolean;
+
+  constructor(key: string, exclusive: boolean) {
+    super();
+    this.key = key;
+    this.exclusive = exclusive;
+  }
+
+  protected get requested(): Requested {
+    return this;
+  }
+}
+
+/** A held permit (issue 13): see {@link BaseHold}. Its LockLost names its limit. */
+export abstract class BasePermit extends BaseHold implements Permit {
+  readonly key: string;
+  readonly limit: number;
+
+  constructor(key: string, limit: number) {
+    super();
+    this.key = key;
+    this.limit = limit;
+  }
+
+  /** Always `false`: a permit has no mode (its failures and losses say `exclusive: false`). */
+  get exclusive(): false {
+    return false;
+  }
+
+  protected get requested(): Requested {
+    return this;
+  }
 }

@@ -5,7 +5,7 @@
 
 import { backendFailure } from "../../internal/failures.ts";
 import { checkOptions, optionNames, optionTypeError, show } from "../../internal/arguments.ts";
-import type { Lock, LockRequest } from "../../state.ts";
+import type { Lock, LockRequest, Permit, PermitRequest } from "../../state.ts";
 import { StateABC } from "../../state.ts";
 import { Connection, type WebSocketConstructor } from "./connection.ts";
 import { checkInterval } from "./heartbeat.ts";
@@ -173,5 +173,16 @@ export class BrokerState extends StateABC {
       });
     }
     return this.#connection;
+  }
+
+  // Issue 13, first step: permits are not served here yet.
+  protected acquirePermit(key: string, request: PermitRequest): Promise<Permit> {
+    return Promise.reject(
+      backendFailure({ key, exclusive: false, limit: request.limit }, "refused", "not yet"),
+    );
+  }
+
+  protected probePermit(key: string, limit: number): Promise<boolean> {
+    return Promise.reject(backendFailure({ key, exclusive: false, limit }, "refused", "not yet"));
   }
 }
