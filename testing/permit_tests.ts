@@ -340,9 +340,11 @@ export function permitTests({ test, open, freshKey, sharedBacking }: SuiteContex
         await Promise.all(held.map((permit) => permit.release()));
         await waiting.done;
         const permit = valueOf(waiting);
-        assert.equal(await a.testPermit(key, { limit: 1 }), false);
+        // b holds one of the two: a gets the other, and no third.
         assert.equal(await a.testPermit(key, { limit: 2 }), true);
-        await permit.release();
+        const other = await a.getPermit(key, { limit: 2, timeout: 0 });
+        await assert.rejects(a.getPermit(key, { limit: 2, timeout: 0 }), { reason: "busy" });
+        await Promise.all([permit.release(), other.release()]);
         assert.equal(await a.testPermit(key, { limit: 1 }), true);
       });
 

@@ -12,7 +12,7 @@
 
 import { append, type List, unlink } from "../../internal/intrusive_list.ts";
 import { backendLogger } from "../../internal/log.ts";
-import { DatabaseSession, type Orphan, type SessionTemplate } from "./session.ts";
+import { type AdvisoryRef, DatabaseSession, type Orphan, type SessionTemplate } from "./session.ts";
 import { describeError } from "./statements.ts";
 
 const log = backendLogger("postgres");
@@ -52,10 +52,14 @@ const SHUTDOWN_GRACE_MS = 1_000;
 /** Backends to end once the database answers again; the oldest are forgotten beyond this. */
 const MAX_ORPHANS = 10_000;
 
-/** The `pg_locks` columns of an advisory lock id taken as one int8 (`objsubid` 1). */
-function lockIdColumns(id: bigint): string {
-  const unsigned = BigInt.asUintN(64, id);
-  return `'${unsigned >> 32n}'::oid, '${unsigned & 0xffffffffn}'::oid`;
+/**
+ * The `pg_locks` columns `classid, objid, objsubid` of an advisory lock: an id taken as one int8
+ * (`objsubid` 1), or a permit slot taken as two int4 (`objsubid` 2, issue 13).
+ */
+function lockColumns(ref: AdvisoryRef): string {
+  if (typeof ref !== "bigint") return `'${ref.key1 >>> 0}'::oid, '${ref.key2 >>> 0}'::oid, 2`;
+  const unsigned = BigInt.asUintN(64, ref);
+  return `'${unsigned >> 32n}'::oid, '${unsigned & 0xffffffffn}'::oid, 1`;
 }
 
 /** The pool was shut down. */
@@ -88,6 +92,8 @@ export class SessionPool {
   #mainOpening: Promise<DatabaseSession> | undefined;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #closed = false;
+  /** Issue 13: told of every notification that a session (the main one, listening) receives. */
+  onNotification: ((channel: string, payload: string) => void) | undefined;
 
   constructor(template: SessionTemplate, options: PoolOptions) {
     this.#template = template;
@@ -216,6 +222,7 @@ export class SessionPool {
       session = await DatabaseSession.open(this.#template, {
         connecting: (s) => this.#connecting.add(s),
         lost: (s, _cause, orphan) => this.#lost(s, orphan),
+        notified: (channel, payload) => this.onNotification?.(channel, payload),
       });
     } finally {
       this.#opening--;
@@ -367,13 +374,13 @@ export class SessionPool {
   /** Ends the orphans that still hold or await one of their locks; forgets the others. */
   async #endOrphans(main: DatabaseSession, orphans: Orphan[]): Promise<void> {
     const values = orphans.flatMap((orphan) =>
-      orphan.ids.map((id) => `(${orphan.pid}, ${lockIdColumns(id)})`)
+      orphan.ids.map((id) => `(${orphan.pid}, ${lockColumns(id)})`)
     );
     const rows = await main.query(
       `select distinct o.pid, pg_terminate_backend(o.pid) as ended` +
-        ` from (values ${values.join(", ")}) as o(pid, classid, objid)` +
-        ` where exists (select from pg_locks l where l.locktype = 'advisory'` +
-        ` and l.pid = o.pid and l.classid = o.classid and l.objid = o.objid and l.objsubid = 1)`,
+        ` from (values ${values.join(", ")}) as o(pid, classid, objid, objsubid)` +
+        ` where exists (select from pg_locks l where l.locktype = 'advisory' and l.pid = o.pid` +
+        ` and l.classid = o.classid and l.objid = o.objid and l.objsubid = o.objsubid)`,
     );
     for (const row of rows) {
       log.warn("ended backend {pid}, which held or awaited a lock we had given up on", {
