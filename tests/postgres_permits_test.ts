@@ -81,6 +81,32 @@ describe("PostgresState permits", { skip }, () => {
     }
   });
 
+  for (const mode of ["session", "transaction"] as const) {
+    it(`${mode} mode: limits beyond the CASE form search with a recursive query`, async () => {
+      const app = `ss-test-permits-large-${mode}`;
+      const limit = 40;
+      const state = testState(app, { namespace, mode, maxConnections: 60 });
+      const other = testState(`${app}-other`, { namespace, mode, maxConnections: 60 });
+      try {
+        const permits = await Promise.all(
+          Array.from({ length: limit }, () => state.getPermit("large", { limit })),
+        );
+        assert.equal(await other.testPermit("large", { limit }), false);
+        assert.equal(await other.testPermit("large", { limit: limit + 1 }), true);
+        await assert.rejects(other.getPermit("large", { limit, timeout: 0 }), { reason: "busy" });
+        const waiting = watch(other.getPermit("large", { limit, timeout: 20_000 }));
+        await waitingInPostgres(admin!, `${app}-other`, 1, "the waiter in PostgreSQL's queue");
+        await Promise.all(permits.map((permit) => permit.release()));
+        await within(waiting.done, "the waiter granted");
+        assert.equal(waiting.outcome.status, "fulfilled");
+        await (waiting.outcome as { value: { release(): Promise<void> } }).value.release();
+        assert.equal(await state.testPermit("large", { limit: 1 }), true);
+      } finally {
+        await Promise.all([state.close(), other.close()]);
+      }
+    });
+  }
+
   it("session mode: a release in another process wakes a waiter that waits for another slot", async () => {
     const app = "ss-test-permits-wake";
     const holder = testState(`${app}-holder`, { namespace });

@@ -319,18 +319,33 @@ function slotArgs(target: PermitTarget, slot: number): string {
   return `${target.key1}, ${key2 >= 2 ** 31 ? key2 - 2 ** 32 : key2}`;
 }
 
+/** Slots to try up to which a search is a CASE (cheap to plan); beyond, a recursive query. */
+const CASCADE_MAX = 32;
+
 /**
- * A search for the first free slot, one try per row of a recursive query: each step runs only if
- * the one before failed, so it takes at most one slot, and tries no more slots than are busy
- * before the first free one. `start` is the condition under which the search starts at all;
- * `take` the try function. Select `(select slot from s where ok)` from it: the slot, or NULL.
+ * An expression for the first free slot, taken with `take` (a try function), or NULL if none is:
+ * each slot is tried only if the ones before it were not taken, so it takes at most one slot, and
+ * tries no more slots than are busy before the first free one. `start` is the condition under
+ * which the search runs at all. Up to {@link CASCADE_MAX} slots it is a CASE, whose branches
+ * PostgreSQL evaluates in order and no further than the first true one (a volatile function is
+ * never folded ahead); beyond, a recursive query that tries one slot per step.
  */
 function slotSearch(target: PermitTarget, start: string, take: string): string {
+  const skip = new Set(target.skip);
+  if (target.limit - skip.size <= CASCADE_MAX) {
+    const branches: string[] = [];
+    for (let slot = 0; slot < target.limit; slot++) {
+      if (!skip.has(slot)) branches.push(`when ${take}(${slotArgs(target, slot)}) then ${slot}`);
+    }
+    const cascade = branches.length === 0 ? "null::int8" : `case ${branches.join(" ")} end`;
+    return start === "true" ? cascade : `case when ${start} then ${cascade} end`;
+  }
   const next = "s.slot + 1";
-  return `with recursive s(slot, ok) as (select -1::int8, false where ${start}` +
+  return `(with recursive s(slot, ok) as (select -1::int8, false where ${start}` +
     ` union all select ${next}, case when ${next} = any('{${target.skip.join(",")}}'::int8[])` +
     ` then false else ${take}(${target.key1}, ${slotKey2(target, next)}) end` +
-    ` from s where not s.ok and ${next} < ${target.limit})`;
+    ` from s where not s.ok and ${next} < ${target.limit})` +
+    ` select slot from s where ok)`;
 }
 
 /** The SQL of one mode for permits. `marker` is the session marker (issue 9), session mode only. */
@@ -376,24 +391,20 @@ function notifyWaiters(target: PermitTarget, tryMarker: string, untake: string):
 /** Session-level: permits live on the session, many on one connection. */
 export const sessionPermitStatements: PermitStatements = {
   tryPermit: (target, marker) =>
-    `${slotSearch(target, ours(marker), "pg_try_advisory_lock")}` +
-    ` select (select slot from s where ok) as slot where ${ours(marker)}`,
+    `select ${slotSearch(target, ours(marker), "pg_try_advisory_lock")} as slot` +
+    ` where ${ours(marker)}`,
   // Nested CASEs fix the order: our session, then lock_timeout, then the waiters' marker (a
   // transaction-level lock: it ends with the statement, however the statement ends; held
   // exclusively only for a moment by a releasing statement), then the search, then (COALESCE
   // evaluates no more than it needs) the wait for `slot`.
-  waitPermit: (target, slot, timeout, marker) =>
-    `${
-      slotSearch(
-        target,
-        `case when ${ours(marker)} then case when set_config('lock_timeout', ` +
-          `'${lockTimeout(timeout)}', false) is not null then` +
-          ` pg_advisory_xact_lock_shared(${slotArgs(target, -1)})::text = '' end end`,
-        "pg_try_advisory_lock",
-      )
-    } select coalesce((select slot from s where ok),` +
-    ` case when pg_advisory_lock(${slotArgs(target, slot)})::text = '' then ${slot} end) as slot` +
-    ` where ${ours(marker)}`,
+  waitPermit: (target, slot, timeout, marker) => {
+    const start = `case when ${ours(marker)} then case when set_config('lock_timeout', ` +
+      `'${lockTimeout(timeout)}', false) is not null then` +
+      ` pg_advisory_xact_lock_shared(${slotArgs(target, -1)})::text = '' end end`;
+    return `select coalesce(${slotSearch(target, start, "pg_try_advisory_lock")},` +
+      ` case when pg_advisory_lock(${slotArgs(target, slot)})::text = '' then ${slot} end)` +
+      ` as slot where ${ours(marker)}`;
+  },
   // The slot is freed before the waiters are looked for: a waiter that joins after the look
   // finds the slot free in its own search.
   releaseSlot: (target, slot, marker) =>
@@ -405,18 +416,17 @@ export const sessionPermitStatements: PermitStatements = {
     ) + ` end as notified` +
     ` where ${ours(marker)}`,
   probe: (target, marker) =>
-    `${slotSearch(target, ours(marker), "pg_try_advisory_lock")}` +
-    ` select case when t.slot is null then false` +
+    `select case when t.slot is null then false` +
     ` else pg_advisory_unlock(${target.key1}, ${slotKey2(target, "t.slot")}) end as ok` +
-    ` from (select (select slot from s where ok) as slot offset 0) as t where ${ours(marker)}`,
+    ` from (select ${slotSearch(target, ours(marker), "pg_try_advisory_lock")} as slot` +
+    ` offset 0) as t where ${ours(marker)}`,
 };
 
 /** Transaction-level: each permit is a transaction on a connection of its own, as a lock is. */
 export const transactionPermitStatements: PermitStatements = {
   tryPermit: (target) =>
     `begin; select ${TRANSACTION_SETTINGS}, pg_backend_pid() as pid;` +
-    ` ${slotSearch(target, "true", "pg_try_advisory_xact_lock")}` +
-    ` select (select slot from s where ok) as slot`,
+    ` select ${slotSearch(target, "true", "pg_try_advisory_xact_lock")} as slot`,
   // Waiters in transaction mode hear no notifications (through a transaction pooler a LISTEN
   // reaches nobody), so they do not join the key's waiters.
   waitPermit: (target, slot, timeout) =>
@@ -427,6 +437,5 @@ export const transactionPermitStatements: PermitStatements = {
   releaseSlot: (target) =>
     `select ${notifyWaiters(target, "pg_try_advisory_xact_lock", "false")} as notified; commit`,
   probe: (target) =>
-    `${slotSearch(target, "true", "pg_try_advisory_xact_lock")}` +
-    ` select (select slot from s where ok) is not null as ok`,
+    `select ${slotSearch(target, "true", "pg_try_advisory_xact_lock")} is not null as ok`,
 };
