@@ -21,6 +21,7 @@ import {
   type ServerFrame,
   type WebSocketLike,
 } from "./protocol.ts";
+import { closeSocket } from "./socket_close.ts";
 import type { TokenCheck } from "./token.ts";
 
 const log = backendLogger("broker");
@@ -74,6 +75,8 @@ export class Session {
   #heartbeat: Heartbeat | undefined;
   /** Settles once everything this connection held has been released in the served state. */
   #drained: Promise<void> | undefined;
+  /** Settles once the socket is closed, or torn down after the grace (see socket_close.ts). */
+  #closed: Promise<void> | undefined;
   readonly #onEnd: (session: Session) => void;
 
   constructor(config: SessionConfig, socket: WebSocketLike, onEnd: (session: Session) => void) {
@@ -90,15 +93,14 @@ export class Session {
     log.debug("{name}: opened", { name: this.#name });
   }
 
-  /** Ends the connection now and releases everything it held; resolves once released. */
+  /**
+   * Ends the connection now and releases everything it held. Resolves once released and the
+   * socket closed: by the peer's answer to the close frame, or torn down after a short grace.
+   */
   terminate(code: number, reason: string): Promise<void> {
     const drained = this.#end(reason);
-    try {
-      this.#socket.close(code, reason);
-    } catch {
-      // Already closed, or the runtime refuses this code: the session is over anyway.
-    }
-    return drained;
+    this.#closed ??= closeSocket(this.#socket, code, reason);
+    return Promise.all([drained, this.#closed]).then(() => {});
   }
 
   #send(frame: ServerFrame): void {
