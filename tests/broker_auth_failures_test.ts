@@ -1,13 +1,21 @@
 /**
  * The broker's brake on token guessing (issue 9, item 7): failed authentications counted per
  * client address, an address refused after too many, memory bounded. The table logic runs on a
- * fake clock.
+ * fake clock; the sessions on pretend sockets whose address the test picks (on loopback every
+ * client has the same one); and once over loopback, end to end.
  */
 
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
+import { after, describe, it } from "node:test";
+import { LocalState, LockFailed } from "../mod.ts";
+import { brokerHandler, BrokerState, CloseCode } from "../backends/broker.ts";
 import { AuthFailureLimiter } from "../backends/broker/auth_failures.ts";
 import { clientAddressKey } from "../backends/broker/client_address.ts";
+import { clientOptions, startBroker } from "./broker_env.ts";
+import { FakeSocket } from "./broker_fake_socket.ts";
+import { refusalMessage, TcpClient, upgradeAttempt } from "./broker_tcp.ts";
+
+const TOKEN = "auth-failures-token";
 
 /** A limiter on a clock the test moves. */
 function limiter(maxFailures: number, window: number, maxAddresses?: number) {
@@ -110,5 +118,103 @@ describe("broker: client address keys", () => {
     assert.equal(clientAddressKey("64:ff9b::192.0.2.1"), "64:ff9b:0:0::/64");
     assert.equal(clientAddressKey("not:an:address::x"), "not:an:address::x");
     assert.equal(clientAddressKey("Example.ORG"), "example.org");
+  });
+});
+
+describe("broker: failed authentications, through the handler", () => {
+  const served = new LocalState({ name: "served" });
+  const handler = brokerHandler(served, { token: TOKEN, maxAuthFailures: 3 });
+  after(async () => {
+    await handler.close();
+    await served.close();
+  });
+
+  /** Accepts a pretend connection from `address` and sends a hello with `token`. */
+  function hello(address: string, token: string): FakeSocket {
+    const socket = new FakeSocket();
+    handler.accept(socket, address);
+    socket.receive({ op: "hello", version: 1, token });
+    return socket;
+  }
+
+  it("refuses an address after maxAuthFailures wrong tokens, and not another address", async () => {
+    for (let i = 0; i < 3; i++) {
+      const answer = await hello("198.51.100.7", "wrong").answer();
+      assert.deepEqual([answer.op, answer.message], ["refused", "wrong token"]);
+    }
+    // Refused as it connects, the right token or not: its tokens are no longer checked.
+    const blocked = new FakeSocket();
+    handler.accept(blocked, "198.51.100.7");
+    const refusal = await blocked.answer();
+    assert.equal(refusal.op, "refused");
+    assert.match(String(refusal.message), /too many failed authentications.*try again in 60 s/);
+    assert.equal(blocked.closeCode, CloseCode.unauthorized);
+    // Another address is served.
+    const other = hello("198.51.100.8", TOKEN);
+    assert.equal((await other.answer()).op, "welcome");
+    other.close(1000);
+  });
+
+  it("gives hellos sent together on many connections no more tries than one by one", async () => {
+    const sockets = Array.from({ length: 8 }, () => {
+      const socket = new FakeSocket();
+      handler.accept(socket, "2001:db8:7::1");
+      return socket;
+    });
+    for (const socket of sockets) socket.receive({ op: "hello", version: 1, token: "wrong" });
+    const answers = await Promise.all(sockets.map((socket) => socket.answer()));
+    const messages = answers.map((answer) => String(answer.message));
+    assert.equal(messages.filter((message) => message === "wrong token").length, 3);
+    assert.equal(messages.filter((message) => /too many failed/.test(message)).length, 5);
+    // The same /64 is the same client.
+    const neighbour = new FakeSocket();
+    handler.accept(neighbour, "2001:db8:7::2");
+    assert.equal((await neighbour.answer()).op, "refused");
+  });
+
+  it("counts a connection that sends no hello in time as a failure", async () => {
+    const quick = brokerHandler(served, { token: TOKEN, maxAuthFailures: 2, authTimeout: 20 });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const silent = new FakeSocket();
+        quick.accept(silent, "192.0.2.44");
+        await new Promise<void>((resolve) => silent.addEventListener("close", () => resolve()));
+        assert.equal(silent.closeCode, CloseCode.unauthorized);
+      }
+      const late = new FakeSocket();
+      quick.accept(late, "192.0.2.44");
+      assert.match(String((await late.answer()).message), /too many failed/);
+    } finally {
+      await quick.close();
+    }
+  });
+});
+
+describe("broker: failed authentications, over loopback", () => {
+  it("refuses an address after maxAuthFailures wrong tokens as it connects; its client fails at once", async () => {
+    const served = new LocalState({ name: "served" });
+    const broker = await startBroker(served, { token: TOKEN, maxAuthFailures: 3 });
+    const state = new BrokerState(broker.url, await clientOptions(TOKEN));
+    try {
+      for (let i = 0; i < 3; i++) {
+        const client = await TcpClient.upgraded(broker.port);
+        assert.deepEqual(await client.hello("wrong"), { op: "refused", message: "wrong token" });
+        await client.destroy();
+      }
+      const attempt = await upgradeAttempt(broker.port, 10_000);
+      assert.match(
+        refusalMessage(attempt.text) ?? attempt.text,
+        /^(HTTP 429|refused): .*too many failed authentications/,
+      );
+      assert.ok(attempt.closedByServer, "the refused connection is still open");
+      // Even with the right token, and with no timeout: the refusal fails the request at once.
+      const error = await state.getLock("k").then(() => assert.fail("granted"), (e) => e);
+      assert.ok(error instanceof LockFailed);
+      assert.match(error.message, /refused the connection.*failed authentications/);
+    } finally {
+      await state.close();
+      await broker.close();
+      await served.close();
+    }
   });
 });

@@ -6,7 +6,8 @@
 
 import type { StateABC } from "../../state.ts";
 import { MAX_FRAME_BYTES, type WebSocketLike } from "./protocol.ts";
-import { type BrokerHandler, brokerHandler, type BrokerOptions } from "./server.ts";
+import type { Refusal } from "./admission.ts";
+import { type BrokerHandler, type BrokerOptions, brokerParts } from "./server.ts";
 
 /** Options of {@link serveBroker}. */
 export interface ServeBrokerOptions extends BrokerOptions {
@@ -34,8 +35,10 @@ export interface BrokerServer {
 
 // The parts of node:http and ws used here, typed locally: ws ships no types of its own.
 interface NodeSocket {
+  readonly remoteAddress?: string;
   setNoDelay(noDelay?: boolean): void;
   on(event: "error", listener: () => void): void;
+  write(text: string, done: () => void): void;
   destroy(): void;
 }
 interface NodeIncoming {
@@ -77,10 +80,25 @@ interface WsModule {
   WebSocketServer: new (options: { noServer: true; maxPayload: number }) => WsServer;
 }
 
+/** Answers an upgrade request with a refusal on its raw socket, and closes the connection. */
+function refuseUpgrade(socket: NodeSocket, refusal: Refusal): void {
+  const body = `The broker refused the connection: ${refusal.message}.\n`;
+  const status = refusal.status === 429 ? "429 Too Many Requests" : "503 Service Unavailable";
+  const length = new TextEncoder().encode(body).length;
+  socket.write(
+    `HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+      `Retry-After: ${refusal.retryAfter}\r\nContent-Length: ${length}\r\n\r\n${body}`,
+    () => socket.destroy(),
+  );
+}
+
 /**
  * Starts a broker on Node (or any runtime with `node:http`): an HTTP server whose WebSocket
- * upgrades are served by {@link brokerHandler}; other requests get HTTP 426. Needs the `ws`
+ * upgrades are served by `brokerHandler`; other requests get HTTP 426. Needs the `ws`
  * package (`npm install ws`), which sets TCP no-delay on every socket.
+ *
+ * Upgrades past a limit are answered 503 (429 for an address blocked for its failed
+ * authentications) without being upgraded.
  *
  * @example
  * ```ts ignore
@@ -103,7 +121,7 @@ export async function serveBroker(options: ServeBrokerOptions): Promise<BrokerSe
     throw new RangeError(`options.port must be an integer from 0 to 65535, got ${port}`);
   }
   if (typeof hostname !== "string") throw new TypeError("options.hostname must be a string");
-  const handler = brokerHandler(state, options);
+  const { handler, refusal } = brokerParts(state, options);
   const http = await import("node:http") as unknown as NodeHttp;
   let ws: WsModule;
   try {
@@ -122,11 +140,14 @@ export async function serveBroker(options: ServeBrokerOptions): Promise<BrokerSe
   server.on("clientError", (_error, socket) => socket?.destroy());
   server.on("upgrade", (request, socket, head) => {
     socket.on("error", () => {});
+    const address = socket.remoteAddress;
+    const refused = refusal(address);
+    if (refused !== undefined) return refuseUpgrade(socket, refused);
     socket.setNoDelay(true); // a handoff is a few small frames: never wait for Nagle
     sockets.handleUpgrade(request, socket, head, (socket) => {
       open.add(socket);
       socket.addEventListener("close", () => open.delete(socket));
-      handler.accept(socket);
+      handler.accept(socket, address);
     });
   });
   await new Promise<void>((resolve, reject) => {
