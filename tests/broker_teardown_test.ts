@@ -10,7 +10,7 @@ import { after, before, describe, it } from "node:test";
 import { LocalState } from "../mod.ts";
 import { CloseCode } from "../backends/broker.ts";
 import { CLOSE_GRACE } from "../backends/broker/socket_close.ts";
-import { type RunningBroker, startBroker } from "./broker_env.ts";
+import { isDeno, type RunningBroker, startBroker } from "./broker_env.ts";
 import { Opcode, TcpClient } from "./broker_tcp.ts";
 
 const TOKEN = "teardown-token";
@@ -99,5 +99,18 @@ describe("broker: ended connections are closed at the TCP level", () => {
     } finally {
       await own.close();
     }
+  });
+
+  it("for an HTTP request whose headers never finish, after the auth timeout", {
+    skip: isDeno
+      ? "Deno.serve cannot time out a request whose headers never finish (denoland/deno#3515; " +
+        "measured on Deno 2.9: still open after 70 s); scripts/broker.ts survives the EMFILE " +
+        "such a flood causes instead"
+      : false,
+  }, async () => {
+    const client = await TcpClient.connect(broker.port);
+    clients.push(client);
+    client.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n`);
+    assert.ok(await settlesWithin(client.closed, DEADLINE), "the TCP connection is still open");
   });
 });

@@ -59,9 +59,18 @@ interface NodeHttpServer {
   address(): { port: number } | string | null;
   close(done: () => void): void;
   closeAllConnections?(): void;
+  maxConnections: number;
+}
+interface NodeServerOptions {
+  headersTimeout: number;
+  requestTimeout: number;
+  connectionsCheckingInterval: number;
 }
 interface NodeHttp {
-  createServer(listener: (req: NodeIncoming, res: NodeResponse) => void): NodeHttpServer;
+  createServer(
+    options: NodeServerOptions,
+    listener: (req: NodeIncoming, res: NodeResponse) => void,
+  ): NodeHttpServer;
 }
 interface WsSocket extends WebSocketLike {
   terminate(): void;
@@ -97,8 +106,11 @@ function refuseUpgrade(socket: NodeSocket, refusal: Refusal): void {
  * upgrades are served by `brokerHandler`; other requests get HTTP 426. Needs the `ws`
  * package (`npm install ws`), which sets TCP no-delay on every socket.
  *
- * Upgrades past a limit are answered 503 (429 for an address blocked for its failed
- * authentications) without being upgraded.
+ * Against floods: a request (the upgrade included) must arrive whole within `authTimeout`, or its
+ * connection is closed; upgrades past a limit are answered 503 (429 for an address blocked for
+ * its failed authentications) without being upgraded; and the server holds at most
+ * `maxConnections + maxUnauthenticated` TCP connections in all (those of requests still arriving
+ * and of refusals included), dropping further ones at once.
  *
  * @example
  * ```ts ignore
@@ -121,7 +133,8 @@ export async function serveBroker(options: ServeBrokerOptions): Promise<BrokerSe
     throw new RangeError(`options.port must be an integer from 0 to 65535, got ${port}`);
   }
   if (typeof hostname !== "string") throw new TypeError("options.hostname must be a string");
-  const { handler, refusal } = brokerParts(state, options);
+  const { handler, config, refusal } = brokerParts(state, options);
+  const { authTimeout, maxConnections, maxUnauthenticated } = config;
   const http = await import("node:http") as unknown as NodeHttp;
   let ws: WsModule;
   try {
@@ -133,10 +146,18 @@ export async function serveBroker(options: ServeBrokerOptions): Promise<BrokerSe
   const sockets = new ws.WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES + 1024 });
   sockets.on("error", () => {});
   const open = new Set<WsSocket>();
-  const server = http.createServer((_request, response) => {
+  const server = http.createServer({
+    // A request still arriving after authTimeout is closed (slowloris); Node checks every
+    // connectionsCheckingInterval, so the close comes within 1.5 authTimeout at most.
+    headersTimeout: authTimeout,
+    requestTimeout: authTimeout,
+    connectionsCheckingInterval: Math.max(100, Math.min(authTimeout / 2, 30_000)),
+  }, (_request, response) => {
     response.writeHead(426, { "content-type": "text/plain; charset=utf-8", upgrade: "websocket" });
     response.end("This is a shared-state broker: connect with a WebSocket (BrokerState).\n");
   });
+  // Every TCP connection counts, a request still arriving included: past this, Node drops them.
+  server.maxConnections = maxConnections + maxUnauthenticated;
   server.on("clientError", (_error, socket) => socket?.destroy());
   server.on("upgrade", (request, socket, head) => {
     socket.on("error", () => {});
