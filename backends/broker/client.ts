@@ -176,12 +176,14 @@ export class BrokerState extends StateABC {
   }
 
   // Issue 13, first step: permits are not served here yet.
+  /** Not served over the broker protocol yet: refused. */
   protected acquirePermit(key: string, request: PermitRequest): Promise<Permit> {
     return Promise.reject(
       backendFailure({ key, exclusive: false, limit: request.limit }, "refused", "not yet"),
     );
   }
 
+  /** Not served over the broker protocol yet: refused. */
   protected probePermit(key: string, limit: number): Promise<boolean> {
     return Promise.reject(backendFailure({ key, exclusive: false, limit }, "refused", "not yet"));
   }

@@ -171,7 +171,7 @@ interface Attempt {
 class PermitEntry {
   readonly queue: List<PermitWaiter> = { head: undefined, tail: undefined };
   /** Slots this process holds or is freeing: its searches skip them. */
-  readonly slots = new Map<number, HeldSlot>();
+  readonly slots: Map<number, HeldSlot> = new Map();
   /** The head's attempt in flight. */
   attempt: Attempt | undefined = undefined;
   /** A second try, on a notification or a local release, while the head waits. */
