@@ -77,8 +77,21 @@ export type ClientFrame =
   | { op: "cancel"; id: number }
   | { op: "release"; id: number }
   | { op: "test"; id: number; key: string; exclusive: boolean }
+  // Issue 13: a permit of a counting semaphore, and locks on several keys, all or none.
+  | { op: "permit"; id: number; key: string; limit: number; timeout: number | undefined }
+  | { op: "testPermit"; id: number; key: string; limit: number }
+  | {
+    op: "acquireAll";
+    id: number;
+    keys: string[];
+    exclusive: boolean;
+    timeout: number | undefined;
+  }
   | { op: "ping" }
   | { op: "pong" };
+
+/** The most keys in one `acquireAll` (each still counts against the key characters per connection). */
+export const MAX_KEYS = 1024;
 
 /** The limits a broker announces in `welcome`. */
 export interface BrokerLimits {
@@ -98,7 +111,14 @@ export type ServerFrame =
   | { op: "refused"; message: string }
   | { op: "queued"; id: number }
   | { op: "granted"; id: number }
-  | { op: "failed"; id: number; reason: FailureReason; message: string }
+  | {
+    op: "failed";
+    id: number;
+    reason: FailureReason;
+    message: string;
+    /** Issue 13: for an `acquireAll`, the key that could not be acquired, when one was. */
+    key?: string;
+  }
   | { op: "released"; id: number }
   | { op: "lost"; id: number; message: string }
   | { op: "tested"; id: number; free: boolean }
@@ -171,13 +191,55 @@ function requireId(fields: Fields): number {
 }
 
 function requireKeyAndMode(fields: Fields, id: number): { key: string; exclusive: boolean } {
-  const { key, exclusive } = fields;
+  const key = requireKey(fields, id);
+  const { exclusive } = fields;
+  if (typeof exclusive !== "boolean") throw new ProtocolError('"exclusive" must be a boolean', id);
+  return { key, exclusive };
+}
+
+function requireKey(fields: Fields, id: number): string {
+  const { key } = fields;
   if (typeof key !== "string") throw new ProtocolError('"key" must be a string', id);
   if (key.length > MAX_KEY_LENGTH) {
     throw new ProtocolError(`"key" is longer than ${MAX_KEY_LENGTH} UTF-16 code units`, id);
   }
-  if (typeof exclusive !== "boolean") throw new ProtocolError('"exclusive" must be a boolean', id);
-  return { key, exclusive };
+  return key;
+}
+
+/** An optional wait in milliseconds from arrival: a finite number >= 0, `null` or absent. */
+function optionalTimeout(fields: Fields, id: number): number | undefined {
+  const timeout = fields.timeout ?? undefined;
+  if (
+    timeout !== undefined &&
+    (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout < 0)
+  ) {
+    throw new ProtocolError('"timeout" must be a finite number >= 0, null or absent', id);
+  }
+  return timeout;
+}
+
+/** Issue 13: a permit's limit, a positive safe integer. */
+function requireLimit(fields: Fields, id: number): number {
+  const { limit } = fields;
+  if (typeof limit !== "number" || !Number.isSafeInteger(limit) || limit < 1) {
+    throw new ProtocolError('"limit" must be an integer from 1 to 2^53 - 1', id);
+  }
+  return limit;
+}
+
+/** Issue 13: the keys of an `acquireAll`, 1 to {@link MAX_KEYS} strings of legal length. */
+function requireKeys(fields: Fields, id: number): string[] {
+  const { keys } = fields;
+  if (!Array.isArray(keys) || keys.length === 0 || keys.length > MAX_KEYS) {
+    throw new ProtocolError(`"keys" must be an array of 1 to ${MAX_KEYS} strings`, id);
+  }
+  for (const key of keys) {
+    if (typeof key !== "string") throw new ProtocolError('"keys" must hold strings only', id);
+    if (key.length > MAX_KEY_LENGTH) {
+      throw new ProtocolError(`a key is longer than ${MAX_KEY_LENGTH} UTF-16 code units`, id);
+    }
+  }
+  return keys as string[];
 }
 
 /** Validates a frame from a client. Throws {@link ProtocolError} for anything malformed. */
@@ -193,14 +255,26 @@ export function parseClientFrame(text: unknown): ClientFrame {
     case "acquire": {
       const id = requireId(fields);
       const { key, exclusive } = requireKeyAndMode(fields, id);
-      const timeout = fields.timeout ?? undefined;
-      if (
-        timeout !== undefined &&
-        (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout < 0)
-      ) {
-        throw new ProtocolError('"timeout" must be a finite number >= 0, null or absent', id);
+      return { op: "acquire", id, key, exclusive, timeout: optionalTimeout(fields, id) };
+    }
+    case "permit": {
+      const id = requireId(fields);
+      const key = requireKey(fields, id);
+      const limit = requireLimit(fields, id);
+      return { op: "permit", id, key, limit, timeout: optionalTimeout(fields, id) };
+    }
+    case "testPermit": {
+      const id = requireId(fields);
+      return { op: "testPermit", id, key: requireKey(fields, id), limit: requireLimit(fields, id) };
+    }
+    case "acquireAll": {
+      const id = requireId(fields);
+      const keys = requireKeys(fields, id);
+      const { exclusive } = fields;
+      if (typeof exclusive !== "boolean") {
+        throw new ProtocolError('"exclusive" must be a boolean', id);
       }
-      return { op: "acquire", id, key, exclusive, timeout };
+      return { op: "acquireAll", id, keys, exclusive, timeout: optionalTimeout(fields, id) };
     }
     case "test": {
       const id = requireId(fields);
@@ -269,7 +343,9 @@ export function parseServerFrame(text: unknown): ServerFrame {
       const reason = typeof fields.reason === "string" && FAILURE_REASONS.has(fields.reason)
         ? fields.reason as FailureReason
         : "error";
-      return { op: "failed", id, reason, message: optionalMessage(fields) };
+      const frame: ServerFrame = { op: "failed", id, reason, message: optionalMessage(fields) };
+      if (typeof fields.key === "string") frame.key = fields.key;
+      return frame;
     }
     case "lost":
       return { op: "lost", id: requireId(fields), message: optionalMessage(fields) };
