@@ -287,7 +287,12 @@ export function parseClientFrame(text: unknown): ClientFrame {
     case "pong":
       return { op: fields.op };
     default:
-      throw new ProtocolError(`unknown op ${JSON.stringify(String(fields.op).slice(0, 40))}`);
+      // Naming the id ends that request on the client: an op of a later protocol revision
+      // fails at once instead of waiting for an answer that never comes.
+      throw new ProtocolError(
+        `unknown op ${JSON.stringify(String(fields.op).slice(0, 40))}`,
+        isId(fields.id) ? fields.id : undefined,
+      );
   }
 }
 
