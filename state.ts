@@ -346,7 +346,7 @@ export abstract class StateABC implements AsyncDisposable {
    * @param request The validated request, for every key.
    */
   protected acquireLocks(keys: readonly string[], request: LockRequest): Promise<MultiLock> {
-    return acquireAll(keys, this.lockOrder(keys), request.exclusive, (key) => {
+    return acquireAll(keys, this.lockOrder(keys), request, (key) => {
       // The state may be closed, or the signal aborted, between two keys.
       const failure = this.#refusal(key, request.exclusive, request.signal);
       return failure === undefined ? this.acquire(key, request) : Promise.reject(failure);

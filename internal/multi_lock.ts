@@ -6,7 +6,8 @@
  * reported. One {@link MultiLock} stands for them all: one `release()`, one `signal`.
  */
 
-import type { Lock, MultiLock } from "../lock.ts";
+import type { Lock, LockRequest, MultiLock } from "../lock.ts";
+import { aborted } from "./failures.ts";
 
 /** The canonical order of LocalState (and the default): by UTF-16 code units, as `sort()` does. */
 export function byKey(keys: readonly string[]): string[] {
@@ -16,24 +17,41 @@ export function byKey(keys: readonly string[]): string[] {
 /**
  * Takes `ordered` one key at a time with `acquireOne`; on the first failure releases what it took
  * (and waits for that) before rejecting with that failure, so that nothing is held afterwards.
+ * An abort releases what was taken at once, in the abort itself: a request made right after the
+ * abort (the next frame a broker reads) finds the keys free already.
  *
  * @param keys The distinct keys as the caller named them, for {@link MultiLock.keys}.
  * @param ordered The same keys in the canonical order.
- * @param exclusive The mode of every lock.
- * @param acquireOne Takes one key with the request's deadline and signal; rejects with LockFailed.
+ * @param request The request of every key: its mode and its signal.
+ * @param acquireOne Takes one key with the request's deadline and signal; rejects with LockFailed
+ *   (at once once the signal is aborted).
  */
 export async function acquireAll(
   keys: readonly string[],
   ordered: readonly string[],
-  exclusive: boolean,
+  request: LockRequest,
   acquireOne: (key: string) => Promise<Lock>,
 ): Promise<MultiLock> {
+  const { exclusive, signal } = request;
   const held: Lock[] = [];
+  let abortedDuring = false;
+  const onAbort = () => {
+    abortedDuring = true;
+    for (const lock of held) lock.release();
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    for (const key of ordered) held.push(await acquireOne(key));
+    for (const key of ordered) {
+      const lock = await acquireOne(key);
+      held.push(lock);
+      // Granted as the signal aborted: the request fails all the same, holding nothing.
+      if (abortedDuring) throw aborted({ key, exclusive }, signal!);
+    }
   } catch (error) {
     await Promise.all(held.map((lock) => lock.release()));
     throw error;
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
   }
   return new HeldLocks(keys, exclusive, held);
 }
