@@ -134,7 +134,7 @@ interface Services {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr as Deno.NetAddr;
   listener.close();
@@ -218,7 +218,7 @@ async function startServices(log: (line: string) => void): Promise<Services> {
   };
   if (nodeDir !== undefined) {
     for (const kind of ["mutex-server", "live-mutex"] as const) {
-      const peerPort = await freePort();
+      const peerPort = freePort();
       const server = new Process(
         "node",
         [`${nodeDir}/peer_server.js`, kind, String(peerPort), MUTEX_SERVER_PASSWORD],

@@ -265,8 +265,9 @@ function nextLine(): Promise<void> {
   return new Promise((resolve) => waiting.push(resolve));
 }
 
-function say(line: string): void {
-  process.stdout.write(`${line}\n`);
+/** Writes a line; resolves once it is flushed (Node writes to a pipe asynchronously). */
+function say(line: string): Promise<void> {
+  return new Promise((resolve) => process.stdout.write(`${line}\n`, () => resolve()));
 }
 
 /** Closes what was opened, but never waits long: a stuck peer must not keep the process. */
@@ -290,7 +291,7 @@ async function main(job: NetJob): Promise<NetResult> {
       for (const locker of lockers) closers.push(() => locker.close());
       // Every client connects and takes a lock once before the timed run.
       await Promise.all(lockers.map((locker, i) => locker.run(`bench/warm/${i}`, () => {})));
-      say("ready");
+      await say("ready");
       await nextLine();
       result = await clients(lockers, job, counters);
     } else {
@@ -304,12 +305,12 @@ async function main(job: NetJob): Promise<NetResult> {
           floors.push([name, floor]);
         }
         await uncontended(locker, floors, job.warmupMs, counters);
-        say("ready");
+        await say("ready");
         await nextLine();
         result = await uncontended(locker, floors, job.runMs, counters);
       } else {
         await processes(locker, job, job.warmupMs, counters, false);
-        say("ready");
+        await say("ready");
         await nextLine();
         result = await processes(locker, job, job.runMs, counters, true);
       }
@@ -321,7 +322,7 @@ async function main(job: NetJob): Promise<NetResult> {
   result.violations = counters.violations;
   result.errors = counters.errors;
   if (counters.firstError !== undefined) result.firstError = counters.firstError;
-  say(JSON.stringify(result));
+  await say(JSON.stringify(result));
   await closeAll(closers);
   return result;
 }
