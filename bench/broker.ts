@@ -344,6 +344,8 @@ interface Row {
   clientMs: number[];
   clientLatencies: number[];
   violations: number;
+  /** Violations found by the marker files, by scenario. */
+  violationsIn: Record<NetJob["plan"], number>;
   errors: number;
   firstError?: string;
   unfinished: number;
@@ -360,14 +362,16 @@ function emptyRow(): Row {
     clientMs: [],
     clientLatencies: [],
     violations: 0,
+    violationsIn: { uncontended: 0, processes: 0, clients: 0 },
     errors: 0,
     unfinished: 0,
   };
 }
 
-function absorb(row: Row, results: NetResult[]): void {
+function absorb(row: Row, results: NetResult[], plan: NetJob["plan"]): void {
   for (const result of results) {
     row.violations += result.violations;
+    row.violationsIn[plan] += result.violations;
     row.errors += result.errors;
     row.firstError ??= result.firstError;
     row.unfinished += result.unfinished ?? 0;
@@ -419,7 +423,7 @@ async function runRound(
   const [single] = await measure(subject, [
     job(subject, services, "uncontended", round + 1, { ...effort.uncontended }),
   ], services);
-  absorb(row, [single]);
+  absorb(row, [single], "uncontended");
   row.latencies.push(...single.latencies ?? []);
   for (const [name, samples] of Object.entries(single.floors ?? {})) {
     (row.floors[name as FloorName] ??= []).push(...samples);
@@ -449,7 +453,7 @@ async function runRound(
       ),
       services,
     );
-    absorb(row, results);
+    absorb(row, results, "processes");
     row.rates.push(results.reduce((sum, { ops, ms }) => sum + ops / (ms / 1000), 0));
     const merged = handoffs(results);
     row.handoffs.push(...merged.handoffs);
@@ -477,7 +481,7 @@ async function runRound(
       ),
       services,
     );
-    absorb(row, results);
+    absorb(row, results, "clients");
     row.clientMs.push(Math.max(...results.map(({ ms }) => ms)));
     for (const result of results) row.clientLatencies.push(...result.latencies ?? []);
   } finally {
@@ -580,6 +584,15 @@ function render(
   const targets = judge(rows);
   const subjects = [...rows.keys()].map((subject) => `- **${subject.name}**: ${subject.how}`);
   const floors = FLOORS.map((floor) => `- **${floor.title} (floor)**: ${floor.how}`);
+  const violations = [...rows].filter(([, row]) => row.violations + row.overlaps > 0).map((
+    [subject, row],
+  ) =>
+    `- ${subject.name} let two holders into a critical section: ${row.violationsIn.uncontended} ` +
+    `times uncontended (within the process), ${row.violationsIn.processes} times in the ` +
+    `${p.processes}-process row and ${row.violationsIn.clients} times in the ` +
+    `${c.processes * c.clients}-client row by the marker files, ${row.overlaps} overlapping ` +
+    "holds by the timestamps"
+  );
   const failures = [...rows].filter(([, row]) => row.firstError !== undefined).map((
     [subject, row],
   ) => `- ${subject.name} failed ${row.errors} times; the first: ${row.firstError}`);
@@ -596,6 +609,7 @@ function render(
       "",
       ...subjects,
       ...floors,
+      ...violations,
       ...failures,
       `- uncontended: one process, one task, one key; ${SLICES_NOTE}; acquire+release includes a ` +
       "critical section that holds the lock across one microtask. The floor column is the " +
@@ -692,7 +706,15 @@ export async function runBrokerGroup(
       if (reason !== undefined) row.skipped = reason;
       rows.set(subject, row);
     }
-    const active = NET_SUBJECTS.filter((subject) => rows.get(subject)!.skipped === undefined);
+    // BENCH_SUBJECTS=name,name measures only those (for investigations; the report says so).
+    const only = Deno.env.get("BENCH_SUBJECTS")?.split(",");
+    const active = NET_SUBJECTS.filter((subject) =>
+      rows.get(subject)!.skipped === undefined &&
+      (only === undefined || only.includes(subject.name))
+    );
+    for (const subject of NET_SUBJECTS) {
+      if (!active.includes(subject)) rows.get(subject)!.skipped ??= "not selected (BENCH_SUBJECTS)";
+    }
     for (let round = 0; round < net.rounds; round++) {
       for (let i = 0; i < active.length; i++) {
         const subject = active[(i + round) % active.length];
