@@ -253,7 +253,7 @@ const liveMutex: NetSubject = {
 
 /** An ioredis client that fails fast instead of queueing commands while disconnected. */
 async function redisClient(url: string) {
-  const { default: Redis } = await import("npm:ioredis@^5.4.1");
+  const { Redis } = await import("npm:ioredis@^5.4.1");
   const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await redis.connect();
   return redis;
