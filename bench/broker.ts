@@ -489,12 +489,14 @@ async function runRound(
   }
 }
 
-const us = (value: number) =>
-  Number.isNaN(value)
-    ? "—"
-    : value >= 10_000
-    ? `${(value / 1000).toPrecision(3)} ms`
-    : `${Math.round(value)} µs`;
+/** Microseconds as µs, ms or s, three significant digits at most. */
+function us(value: number): string {
+  if (Number.isNaN(value)) return "—";
+  if (value >= 1_000_000) return `${(value / 1_000_000).toPrecision(3)} s`;
+  if (value >= 10_000) return `${Math.round(value / 1000)} ms`;
+  if (value >= 1000) return `${(value / 1000).toPrecision(3)} ms`;
+  return `${Math.round(value)} µs`;
+}
 
 const ms = (value: number) =>
   value >= 1000 ? `${(value / 1000).toPrecision(3)} s` : `${Math.round(value)} ms`;
