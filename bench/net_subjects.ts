@@ -88,6 +88,24 @@ export interface NetSubject {
 }
 
 /** The broker's shared token in the benchmark. */
+/** One of our states as a locker: `getLock(key)`, the body, then `await lock.release()`. */
+function stateLocker(state: {
+  getLock(key: string): Promise<{ release(): Promise<void> }>;
+  close(): Promise<void>;
+}): NetLocker {
+  return {
+    async run(key, body) {
+      const lock = await state.getLock(key);
+      try {
+        await body();
+      } finally {
+        await lock.release();
+      }
+    },
+    close: () => state.close(),
+  };
+}
+
 export const BENCH_TOKEN = "bench-token";
 
 /** The PostgreSQL namespace of the benchmark's lock ids, apart from the tests' and apps'. */
@@ -103,17 +121,7 @@ const brokerDeno: NetSubject = {
   async create({ brokerUrl, token }) {
     const { BrokerState } = await import("../backends/broker.ts");
     const state = new BrokerState(brokerUrl, { token });
-    return {
-      async run(key, body) {
-        const lock = await state.getLock(key);
-        try {
-          await body();
-        } finally {
-          await lock.release();
-        }
-      },
-      close: () => state.close(),
-    };
+    return stateLocker(state);
   },
 };
 
@@ -130,17 +138,7 @@ const brokerNode: NetSubject = {
       token,
       WebSocket: WebSocket as unknown as ConstructorParameters<typeof BrokerState>[1]["WebSocket"],
     });
-    return {
-      async run(key, body) {
-        const lock = await state.getLock(key);
-        try {
-          await body();
-        } finally {
-          await lock.release();
-        }
-      },
-      close: () => state.close(),
-    };
+    return stateLocker(state);
   },
 };
 
@@ -159,17 +157,7 @@ const postgresState: NetSubject = {
       namespace: PG_NAMESPACE,
       clientOptions: { connection: { application_name: applicationName } },
     });
-    return {
-      async run(key, body) {
-        const lock = await state.getLock(key);
-        try {
-          await body();
-        } finally {
-          await lock.release();
-        }
-      },
-      close: () => state.close(),
-    };
+    return stateLocker(state);
   },
 };
 
