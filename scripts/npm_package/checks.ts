@@ -187,6 +187,24 @@ export function nodeSnippets(markdown: string): NodeSnippet[] {
 /** Types for the README's Node examples, besides `@types/node`. */
 const SNIPPET_TYPES = "@types/ws@^8.18.0";
 
+/** Strict compiler options of a user's project in `dir`, with Node's types, emitting nothing. */
+function consumerOptions(
+  dir: string,
+  module: ts.ModuleKind,
+  moduleResolution: ts.ModuleResolutionKind,
+): ts.CompilerOptions {
+  return {
+    module,
+    moduleResolution,
+    target: ts.ScriptTarget.ES2022,
+    lib: ["lib.es2022.d.ts", "lib.esnext.disposable.d.ts"],
+    types: ["node"],
+    typeRoots: [`${dir}/node_modules/@types`],
+    strict: true,
+    noEmit: true,
+  };
+}
+
 /** A Markdown document whose Node examples are checked: its name in reports, and its text. */
 export interface Document {
   name: string;
@@ -212,16 +230,7 @@ async function checkNodeSnippets(dir: string, documents: Document[]): Promise<vo
     Deno.writeTextFileSync(file, snippet.code);
     return file;
   });
-  const options: ts.CompilerOptions = {
-    module: ts.ModuleKind.NodeNext,
-    moduleResolution: ts.ModuleResolutionKind.NodeNext,
-    target: ts.ScriptTarget.ES2022,
-    lib: ["lib.es2022.d.ts", "lib.esnext.disposable.d.ts"],
-    types: ["node"],
-    typeRoots: [`${dir}/node_modules/@types`],
-    strict: true,
-    noEmit: true,
-  };
+  const options = consumerOptions(dir, ts.ModuleKind.NodeNext, ts.ModuleResolutionKind.NodeNext);
   const host = ts.createCompilerHost(options, true);
   const program = ts.createProgram(files, options, host);
   const diagnostics = ts.getPreEmitDiagnostics(program);
@@ -301,16 +310,7 @@ function typeCheckConsumer(dir: string, packageName: string, specifiers: string[
     ["bundler", ts.ModuleKind.ESNext, ts.ModuleResolutionKind.Bundler],
   ];
   for (const [label, module, moduleResolution] of modes) {
-    const options: ts.CompilerOptions = {
-      module,
-      moduleResolution,
-      target: ts.ScriptTarget.ES2022,
-      lib: ["lib.es2022.d.ts", "lib.esnext.disposable.d.ts"],
-      types: ["node"],
-      typeRoots: [`${dir}/node_modules/@types`],
-      strict: true,
-      noEmit: true,
-    };
+    const options = consumerOptions(dir, module, moduleResolution);
     const host = ts.createCompilerHost(options, true);
     const program = ts.createProgram([file], options, host);
     // Other packages' declarations are not ours to judge; ours and the consumer's must be clean.
