@@ -140,7 +140,8 @@ export function sessionConfig(state: StateABC, options: BrokerOptions): SessionC
 /**
  * Serves `state` to {@link BrokerState} clients over WebSocket: a web-standard handler that
  * `Deno.serve` takes as it is. Each client authenticates with the shared token; everything a
- * client holds or awaits is released when its connection ends. On Node, use `serveBroker`.
+ * client holds or awaits is released when its connection ends. On Node and Bun, use `serveBroker`
+ * (`@momotor/shared-state/broker/node`).
  *
  * The state can be a `LocalState` (the broker is then the one place the locks live) or any other
  * backend, e.g. a `PostgresState` (the broker is then a gateway for clients that cannot reach the
@@ -191,7 +192,8 @@ export function brokerHandler(state: StateABC, options: BrokerOptions): BrokerHa
     if (typeof deno?.upgradeWebSocket !== "function") {
       return plainResponse(
         501,
-        "This runtime cannot upgrade a Request: use serveBroker (Node) or handler.accept().",
+        "This runtime cannot upgrade a Request: use serveBroker (@momotor/shared-state/broker/node)" +
+          " on Node and Bun, or handler.accept().",
       );
     }
     let upgraded: { socket: WebSocketLike; response: Response };
