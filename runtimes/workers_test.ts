@@ -91,20 +91,19 @@ async function makeProject(): Promise<string> {
   await Deno.mkdir(`${dir}/src`);
   await Deno.copyFile(`${ROOT}/runtimes/worker/index.ts`, `${dir}/src/index.ts`);
   await Deno.copyFile(`${ROOT}/runtimes/worker/web.ts`, `${dir}/src/web.ts`);
-  const config = (name: string, main: string, flags: string[]) =>
-    JSON.stringify({
-      name,
-      main,
-      compatibility_date: COMPATIBILITY_DATE,
-      compatibility_flags: flags,
-    });
+  const config = (name: string, main: string, more: Record<string, unknown>) =>
+    JSON.stringify({ name, main, compatibility_date: COMPATIBILITY_DATE, ...more });
   await Deno.writeTextFile(
     `${dir}/wrangler.json`,
-    config("shared-state-worker", "src/index.ts", ["nodejs_compat"]),
+    config("shared-state-worker", "src/index.ts", {
+      compatibility_flags: ["nodejs_compat"],
+      durable_objects: { bindings: [{ name: "LOCKS", class_name: "Locks" }] },
+      migrations: [{ tag: "v1", new_sqlite_classes: ["Locks"] }],
+    }),
   );
   await Deno.writeTextFile(
     `${dir}/wrangler.web.json`,
-    config("shared-state-web", "src/web.ts", []),
+    config("shared-state-web", "src/web.ts", {}),
   );
   return dir;
 }
@@ -325,6 +324,16 @@ describe("Cloudflare Workers (wrangler dev --local, the packed npm tarball)", { 
     assert.equal(answers[2].ok, true, all);
     assert.deepEqual(await ask("/reuse/postgres/close"), { ok: true });
     assert.equal(await outside!.testLock("r2"), true);
+  });
+
+  it("serves every request with a BrokerState and a PostgresState kept in a Durable Object", async () => {
+    for (const backend of ["broker", "postgres"]) {
+      for (let i = 0; i < 3; i++) {
+        const answer = await ask(`/object/${backend}?key=o1&timeout=3000`);
+        assert.deepEqual(answer, { ok: true, heldElsewhere: true, free: true }, `${backend} ${i}`);
+      }
+    }
+    assert.equal(served.size, 0);
   });
 
   it("releases a lock left held by a response once ctx.waitUntil(state.close()) ran", async () => {

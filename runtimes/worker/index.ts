@@ -13,19 +13,25 @@
  *   never another error; `/reuse/broker/close` and `/reuse/postgres/close` close it.
  * - `/wait-until?key=K`: takes a broker lock and answers without releasing it, but hands
  *   `state.close()` to `ctx.waitUntil`, which releases it after the response.
+ * - `/object/broker?key=K`, `/object/postgres?key=K`: the same as `/broker` and `/postgres`, by
+ *   a Durable Object that keeps one state of each for every request it serves.
  */
 
 import { LocalState, LockFailed, type StateABC } from "@momotor/shared-state";
 import { BrokerState } from "@momotor/shared-state/broker";
 import { PostgresState } from "@momotor/shared-state/postgres";
 
-/** The variables `wrangler dev --var` passes. */
+/** The variables `wrangler dev --var` passes, and the Durable Object binding. */
 interface Env {
   BROKER_URL: string;
   TOKEN: string;
   DATABASE_URL: string;
   /** The PostgresState namespace, shared with the test's own state. */
   NAMESPACE: string;
+  LOCKS: {
+    idFromName(name: string): unknown;
+    get(id: unknown): { fetch(request: Request): Promise<Response> };
+  };
 }
 
 /** The part of Cloudflare's `ExecutionContext` used here. */
@@ -73,8 +79,31 @@ function postgresState(env: Env): PostgresState {
   return new PostgresState(env.DATABASE_URL, { namespace: env.NAMESPACE });
 }
 
-async function route(url: URL, env: Env, ctx: Context): Promise<Response> {
+/**
+ * A Durable Object (the plain-class form, which needs no `cloudflare:workers` import): its states
+ * live as long as the object and serve every request sent to it, which a Worker's module scope
+ * cannot do.
+ */
+export class Locks {
+  readonly #broker: BrokerState;
+  readonly #postgres: PostgresState;
+
+  constructor(_state: unknown, env: Env) {
+    this.#broker = brokerState(env);
+    this.#postgres = postgresState(env);
+  }
+
+  fetch(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    return lockOnce(url.pathname === "/object/broker" ? this.#broker : this.#postgres, url);
+  }
+}
+
+async function route(url: URL, env: Env, ctx: Context, request: Request): Promise<Response> {
   switch (url.pathname) {
+    case "/object/broker":
+    case "/object/postgres":
+      return await env.LOCKS.get(env.LOCKS.idFromName("locks")).fetch(request);
     case "/local": {
       await using state = new LocalState();
       const before = await state.testLock("a");
@@ -133,7 +162,7 @@ async function route(url: URL, env: Env, ctx: Context): Promise<Response> {
 export default {
   async fetch(request: Request, env: Env, ctx: Context): Promise<Response> {
     try {
-      return await route(new URL(request.url), env, ctx);
+      return await route(new URL(request.url), env, ctx, request);
     } catch (error) {
       return Response.json({ ok: false, error: describe(error) }, { status: 500 });
     }
