@@ -22,7 +22,12 @@
  * @module
  */
 
-export { type BrokerHandler, brokerHandler, type BrokerOptions } from "./broker/server.ts";
+export {
+  type BrokerHandler,
+  brokerHandler,
+  type BrokerOptions,
+  type BrokerRequestInfo,
+} from "./broker/server.ts";
 export {
   BrokerState,
   type BrokerStateOptions,
