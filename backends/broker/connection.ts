@@ -163,6 +163,8 @@ export class Connection {
   /** Frames to send once the broker welcomed us, in order. */
   #outbox: (() => ClientFrame)[] = [];
   #socket: WebSocketLike | undefined;
+  /** Set by {@link Connection.close}: a socket that fails while closing ends with this. */
+  #closing: Ending | undefined;
   #heartbeat: Heartbeat;
   #drained: (() => void) | undefined;
 
@@ -297,6 +299,7 @@ export class Connection {
       failed: "closed",
       lost: "closed",
     };
+    this.#closing = ending;
     if (this.#phase === "connecting") {
       // Nothing was sent yet: there is nothing to undo on the broker.
       this.#end(ending, CloseCode.normal);
@@ -347,11 +350,15 @@ export class Connection {
       this.#outbox.push(typeof frame === "function" ? frame : () => frame);
       return;
     }
-    if (this.#phase === "ended" || this.#socket?.readyState !== OPEN) return;
+    if (this.#phase === "ended") return;
     try {
+      // Any use of the socket may throw, readyState included (on Cloudflare Workers, a socket
+      // that another request opened): the connection then ends, failing or losing what it carried
+      // with LockFailed and LockLost, and the state's next request opens a fresh one.
+      if (this.#socket?.readyState !== OPEN) return;
       this.#socket.send(JSON.stringify(typeof frame === "function" ? frame() : frame));
     } catch (error) {
-      this.#end(this.#loss(error));
+      this.#end(this.#closing ?? this.#loss(error));
     }
   }
 
