@@ -94,8 +94,11 @@ type ConnectionState =
   /** The socket opens, or `hello` awaits `welcome`: frames wait in the outbox, in order. */
   | { readonly phase: "connecting"; readonly outbox: (() => ClientFrame)[] }
   | { readonly phase: "open" }
-  /** The state closes: releases were sent, `drained` is called once no entry is left. */
-  | { readonly phase: "closing"; readonly drained: () => void }
+  /**
+   * The state closes: releases were sent, `drained` is called once no entry is left; `ending` is
+   * why what is still carried ends, even when the socket fails meanwhile.
+   */
+  | { readonly phase: "closing"; readonly drained: () => void; readonly ending: Ending }
   | { readonly phase: "ended" };
 
 /** A lock held through the broker. */
@@ -401,7 +404,7 @@ export class Connection {
       return;
     }
     const drained = new Promise<void>((resolve) => {
-      this.#state = { phase: "closing", drained: resolve };
+      this.#state = { phase: "closing", drained: resolve, ending };
     });
     this.#answerAll(ending, true);
     if (this.#entries.size > 0) await drained;
@@ -435,7 +438,9 @@ export class Connection {
       if (this.#socket?.readyState !== OPEN) return;
       this.#socket.send(JSON.stringify(typeof frame === "function" ? frame() : frame));
     } catch (error) {
-      this.#end(this.#loss(error));
+      // While the state closes, the requests it still carries fail because it closes.
+      const now = this.#state;
+      this.#end(now.phase === "closing" ? now.ending : this.#loss(error));
     }
   }
 

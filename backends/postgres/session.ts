@@ -498,9 +498,35 @@ export class DatabaseSession {
     const made = this.#newSocket(options, this.#attempts++);
     return Promise.resolve(made).then((socket) => {
       this.#socket = socket;
+      this.#watchWrites(socket);
       if (this.dead) socket.destroy();
       return socket;
     });
+  }
+
+  /**
+   * Kills the session as soon as a write to its socket fails. Node follows a failed write with an
+   * `error` event (and postgres.js's `onclose`), but not every runtime does: on Cloudflare Workers
+   * a socket belongs to the request that opened it, a write from a later request fails in its
+   * callback only ("Cannot perform I/O on behalf of a different request"), and no event follows;
+   * the requests on the session would wait on a dead socket until their timeout, or for ever.
+   */
+  #watchWrites(socket: net.Socket): void {
+    const write = socket.write;
+    socket.write = ((chunk: unknown, ...rest: unknown[]) => {
+      const callback = typeof rest.at(-1) === "function"
+        ? rest.pop() as (error?: Error | null) => void
+        : undefined;
+      return (write as (...args: unknown[]) => boolean).call(
+        socket,
+        chunk,
+        ...rest,
+        (error?: Error | null) => {
+          if (error) this.kill(error);
+          callback?.(error);
+        },
+      );
+    }) as typeof socket.write;
   }
 
   /** A new socket to host number `index`, or from the caller's own `socket` option. */
