@@ -442,9 +442,16 @@ export class DatabaseSession {
       clearTimeout(bound);
     }
     let timer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise((resolve) => timer = setTimeout(resolve, graceMs));
+    // A lock's transaction (transaction mode) ends with a rollback the server answers, before the
+    // connection: behind a transaction pooler, the pooler only notices later that a client left
+    // in a transaction, and the lock would outlive close(). Pipelined behind a cancelled wait.
+    if (this.inTransaction && graceMs > 0) {
+      await Promise.race([this.#sql.unsafe("rollback").then(() => {}, () => {}), grace]);
+    }
     await Promise.race([
       this.#sql.end(this.waiting || graceMs === 0 ? { timeout: 0 } : {}).catch(() => {}),
-      new Promise((resolve) => timer = setTimeout(resolve, graceMs)),
+      grace,
     ]);
     clearTimeout(timer);
     this.#drop();
