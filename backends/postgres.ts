@@ -17,6 +17,7 @@ import postgres from "postgres";
 import { backendFailure } from "../internal/failures.ts";
 import { backendLogger } from "../internal/log.ts";
 import { type Lock, type LockRequest, StateABC } from "../state.ts";
+import type { PostgresLockInfo } from "./postgres/inspect.ts";
 import { LockTable } from "./postgres/lock_table.ts";
 import {
   type PostgresStateOptions,
@@ -28,6 +29,13 @@ import { DatabaseLocks } from "./postgres/acquisition.ts";
 import { sessionMode, transactionMode } from "./postgres/modes.ts";
 
 export { ADVISORY_LOCK_ID_SQL, advisoryLockId } from "./postgres/lock_id.ts";
+export {
+  type AdvisoryLock,
+  listLocks,
+  type ListLocksOptions,
+  type PostgresLockHolder,
+  type PostgresLockInfo,
+} from "./postgres/inspect.ts";
 export type { PostgresClientOptions, PostgresStateOptions } from "./postgres/options.ts";
 export type { LockMode } from "./postgres/statements.ts";
 
@@ -195,6 +203,35 @@ export class PostgresState extends StateABC {
   /** This process's own holders first, then PostgreSQL (a try-lock that is undone at once). */
   protected probe(key: string, exclusive: boolean): Promise<boolean> {
     return this.#table.probe(key, exclusive);
+  }
+
+  /**
+   * Who holds `key` and who waits for it in every process on the database (`pg_locks` with
+   * `pg_stat_activity`: pid, `application_name`, client address, since when a waiter waits), this
+   * state's own holders and requests one by one from its books. Other roles' sessions show their
+   * address and times only to members of `pg_read_all_stats`.
+   *
+   * @example
+   * ```ts
+   * import { PostgresState } from "@momotor/shared-state/postgres";
+   *
+   * await using state = new PostgresState(Deno.env.get("DATABASE_URL")!);
+   * const { holders, waiters } = await state.inspect("grading/42");
+   * for (const holder of holders) console.log(holder.owner, holder.exclusive);
+   * console.log(`${waiters.length} waiting`);
+   * ```
+   *
+   * @param key Any string.
+   * @returns The holders and waiters, and the key's lock id.
+   * @throws {LockFailed} when the state is closed or the database cannot be reached.
+   */
+  override inspect(key: string): Promise<PostgresLockInfo> {
+    return super.inspect(key) as Promise<PostgresLockInfo>;
+  }
+
+  /** Reads `pg_locks` on the main connection, and the state's own books. */
+  protected override inspectKey(key: string): Promise<PostgresLockInfo> {
+    return this.#table.inspect(key);
   }
 
   /** Fails waiters, loses held locks, ends every connection the state opened. */

@@ -9,7 +9,13 @@
 import type { SessionPool } from "./pool.ts";
 import { ServerSessionChanged } from "./server_session.ts";
 import type { DatabaseSession } from "./session.ts";
-import { type LockMode, sessionStatements, transactionStatements } from "./statements.ts";
+import {
+  type LockMode,
+  sessionFencingToken,
+  sessionStatements,
+  transactionFencingToken,
+  transactionStatements,
+} from "./statements.ts";
 
 /** One way for locks to live in the database. */
 export interface ModeStrategy {
@@ -49,6 +55,28 @@ export interface ModeStrategy {
   cleanUp(session: DatabaseSession): Promise<void>;
   /** Whether the lock could be taken now, leaving nothing taken. */
   probe(session: DatabaseSession, id: bigint, exclusive: boolean): Promise<boolean>;
+  /**
+   * Issue 12: a fencing token for lock `id`, held on `session`, made while it is held. Rejects
+   * when the lock turns out to be gone (its session is then dead).
+   */
+  fencingToken(
+    pool: SessionPool,
+    session: DatabaseSession,
+    id: bigint,
+    exclusive: boolean,
+  ): Promise<bigint>;
+}
+
+/** Issue 12: the lock's transaction is not in `pg_locks` any more, though its session lived. */
+export class LockGone extends Error {
+  constructor() {
+    super("PostgreSQL no longer lists the lock as held by its transaction");
+    this.name = "LockGone";
+  }
+}
+
+function token(rows: readonly unknown[]): bigint {
+  return BigInt((rows[0] as { token: string }).token);
 }
 
 /**
@@ -94,6 +122,10 @@ export const sessionMode: ModeStrategy = {
     const statement = sessionStatements.probe(id, exclusive, session.marker);
     return ok(ownSession(session, await session.query(statement)));
   },
+  // On the lock's own session: it holds the lock whenever it runs a statement of ours.
+  async fencingToken(_pool, session) {
+    return token(ownSession(session, await session.query(sessionFencingToken(session.marker))));
+  },
 };
 
 /** Transaction-level advisory locks: each lock is a transaction on a session of its own. */
@@ -127,5 +159,17 @@ export const transactionMode: ModeStrategy = {
   },
   async probe(session, id, exclusive) {
     return ok(await session.query(transactionStatements.probe(id, exclusive, "")));
+  },
+  // The lock's transaction must not commit: the token's runs on the main session, and checks in
+  // pg_locks that the lock's backend still holds it (the release waits for the token).
+  async fencingToken(pool, session, id, exclusive) {
+    const main = await pool.main();
+    const [row] = await main.query(transactionFencingToken(session.pid, id, exclusive));
+    if (row?.held !== true) {
+      const error = new LockGone();
+      session.kill(error);
+      throw error;
+    }
+    return token([row]);
   },
 };

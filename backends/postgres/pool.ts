@@ -13,7 +13,7 @@
 import { append, type List, unlink } from "../../internal/intrusive_list.ts";
 import { backendLogger } from "../../internal/log.ts";
 import { DatabaseSession, type Orphan, type SessionTemplate } from "./session.ts";
-import { describeError } from "./statements.ts";
+import { describeError, lockIdColumns } from "./statements.ts";
 
 const log = backendLogger("postgres");
 
@@ -51,12 +51,6 @@ const SHUTDOWN_GRACE_MS = 1_000;
 
 /** Backends to end once the database answers again; the oldest are forgotten beyond this. */
 const MAX_ORPHANS = 10_000;
-
-/** The `pg_locks` columns of an advisory lock id taken as one int8 (`objsubid` 1). */
-function lockIdColumns(id: bigint): string {
-  const unsigned = BigInt.asUintN(64, id);
-  return `'${unsigned >> 32n}'::oid, '${unsigned & 0xffffffffn}'::oid`;
-}
 
 /** The pool was shut down. */
 export class PoolClosed extends Error {
@@ -97,6 +91,13 @@ export class SessionPool {
   /** Sessions open or opening right now (for tests and diagnostics). */
   get size(): number {
     return this.#all.size + this.#opening;
+  }
+
+  /** The backend pids of the sessions open now (issue 12: `inspect` tells its own apart). */
+  pids(): Set<number> {
+    const pids = new Set<number>();
+    for (const session of this.#all) if (!session.dead && session.pid !== 0) pids.add(session.pid);
+    return pids;
   }
 
   /** The main session, opened on first use and again after it died. Exempt from the cap. */
