@@ -124,7 +124,16 @@ export const sessionMode: ModeStrategy = {
   },
   // On the lock's own session: it holds the lock whenever it runs a statement of ours.
   async fencingToken(_pool, session) {
-    return token(ownSession(session, await session.query(sessionFencingToken(session.marker))));
+    let rows;
+    try {
+      rows = await session.query(sessionFencingToken(session.marker));
+    } catch (error) {
+      // Anything but the server's refusal (a permission, a read-only server) means the
+      // connection broke: with it the lock, which must not wait for the close to be noticed.
+      if (!(error instanceof Error && error.name === "PostgresError")) session.kill(error);
+      throw error;
+    }
+    return token(ownSession(session, rows));
   },
 };
 
