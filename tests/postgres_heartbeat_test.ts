@@ -5,11 +5,11 @@
  */
 
 import assert from "node:assert/strict";
-import { createServer, type Server, type Socket } from "node:net";
 import { after, describe, it } from "node:test";
 import { LockLost } from "../mod.ts";
 import { PostgresState } from "../backends/postgres.ts";
 import { macrotask } from "../testing/helpers.ts";
+import { FaultProxy } from "./fault_proxy.ts";
 import {
   aborted,
   adminClient,
@@ -24,72 +24,6 @@ import {
 
 const skip = await postgresSkip();
 
-/**
- * A TCP proxy to the database that can go silent (it then drops every byte, closing nothing), or
- * hold the server's answers back until {@link Proxy.flush}.
- */
-class Proxy {
-  readonly #server: Server;
-  readonly #sockets = new Set<Socket>();
-  readonly #held: [Socket, Uint8Array][] = [];
-  #onHeld: (() => void) | undefined;
-  silent = false;
-  hold = false;
-
-  constructor(target: URL) {
-    this.#server = createServer((client) => {
-      const upstream = new (client.constructor as typeof Socket)();
-      upstream.connect(Number(target.port || 5432), target.hostname);
-      for (const [from, to] of [[client, upstream], [upstream, client]]) {
-        this.#sockets.add(from);
-        from.on("data", (chunk: Uint8Array) => {
-          if (this.silent) return;
-          if (this.hold && from === upstream) {
-            this.#held.push([to, chunk]);
-            this.#onHeld?.();
-          } else {
-            to.write(chunk);
-          }
-        });
-        // A lost network tells the other side nothing: while silent, a close is not passed on.
-        from.on("error", () => this.silent || to.destroy());
-        from.on("close", () => {
-          if (!this.silent) this.#sockets.delete(from);
-          if (!this.silent) to.destroy();
-        });
-      }
-    });
-  }
-
-  /** Resolves once an answer from the server is being held back. */
-  held(): Promise<void> {
-    if (this.#held.length > 0) return Promise.resolve();
-    return new Promise((resolve) => this.#onHeld = resolve);
-  }
-
-  /** Stops holding answers back and passes on the held ones. */
-  flush(): void {
-    this.hold = false;
-    this.#onHeld = undefined;
-    for (const [to, chunk] of this.#held.splice(0)) to.write(chunk);
-  }
-
-  /** Listens on a free port of 127.0.0.1 and returns the URL to connect through. */
-  async start(url: string): Promise<string> {
-    await new Promise<void>((resolve) => this.#server.listen(0, "127.0.0.1", resolve));
-    const { port } = this.#server.address() as { port: number };
-    const proxied = new URL(url);
-    proxied.hostname = "127.0.0.1";
-    proxied.port = String(port);
-    return proxied.href;
-  }
-
-  async stop(): Promise<void> {
-    for (const socket of this.#sockets) socket.destroy();
-    await new Promise((resolve) => this.#server.close(resolve));
-  }
-}
-
 describe("PostgresState heartbeats", { skip }, () => {
   const admin = skip ? undefined : adminClient();
   after(() => admin?.end());
@@ -97,8 +31,8 @@ describe("PostgresState heartbeats", { skip }, () => {
 
   it("loses the locks of a connection that went silent, and works again", async () => {
     const app = "ss-test-heartbeat-silent";
-    const proxy = new Proxy(new URL(DATABASE_URL));
-    const url = await proxy.start(DATABASE_URL);
+    const proxy = await FaultProxy.start("forward", DATABASE_URL);
+    const url = proxy.url(DATABASE_URL);
     const state = new PostgresState(url, {
       namespace,
       heartbeatInterval: 50,
@@ -129,8 +63,8 @@ describe("PostgresState heartbeats", { skip }, () => {
   it("keeps its locks when heartbeat answers come late (slow network, busy event loop)", async () => {
     const app = "ss-test-heartbeat-late";
     const interval = 100;
-    const proxy = new Proxy(new URL(DATABASE_URL));
-    const url = await proxy.start(DATABASE_URL);
+    const proxy = await FaultProxy.start("forward", DATABASE_URL);
+    const url = proxy.url(DATABASE_URL);
     const state = new PostgresState(url, {
       namespace,
       heartbeatInterval: interval,

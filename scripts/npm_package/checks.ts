@@ -187,24 +187,15 @@ export function nodeSnippets(markdown: string): NodeSnippet[] {
 /** Types for the README's Node examples, besides `@types/node`. */
 const SNIPPET_TYPES = "@types/ws@^8.18.0";
 
-/**
- * The README's Node examples, as a new user would take them: each compiled on its own as an ES
- * module of the scratch project, `tsc --strict --module nodenext` with `@types/node` and
- * `@types/ws`; those marked `run` compiled to JavaScript and run with `node`.
- */
-async function checkReadmeSnippets(dir: string, readme: string): Promise<void> {
-  const snippets = nodeSnippets(readme);
-  if (snippets.length === 0 || !snippets.some((snippet) => snippet.run)) {
-    throw new CheckFailed("README examples", "no ```ts node (run) block in README.md");
-  }
-  const files = snippets.map((snippet) => {
-    const file = `${dir}/readme_line_${snippet.line}.ts`;
-    Deno.writeTextFileSync(file, snippet.code);
-    return file;
-  });
-  const options: ts.CompilerOptions = {
-    module: ts.ModuleKind.NodeNext,
-    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+/** Strict compiler options of a user's project in `dir`, with Node's types, emitting nothing. */
+function consumerOptions(
+  dir: string,
+  module: ts.ModuleKind,
+  moduleResolution: ts.ModuleResolutionKind,
+): ts.CompilerOptions {
+  return {
+    module,
+    moduleResolution,
     target: ts.ScriptTarget.ES2022,
     lib: ["lib.es2022.d.ts", "lib.esnext.disposable.d.ts"],
     types: ["node"],
@@ -212,29 +203,71 @@ async function checkReadmeSnippets(dir: string, readme: string): Promise<void> {
     strict: true,
     noEmit: true,
   };
+}
+
+/** A Markdown document whose Node examples are checked: its name in reports, and its text. */
+export interface Document {
+  name: string;
+  text: string;
+}
+
+/**
+ * The Node examples of the README and the guides in docs/, as a new user would take them: each
+ * compiled on its own as an ES module of the scratch project, `tsc --strict --module nodenext`
+ * with `@types/node` and `@types/ws`; those marked `run` compiled to JavaScript and run with
+ * `node`.
+ */
+async function checkNodeSnippets(dir: string, documents: Document[]): Promise<void> {
+  const snippets = documents.flatMap((document) =>
+    nodeSnippets(document.text).map((snippet) => ({ ...snippet, document: document.name }))
+  );
+  if (snippets.length === 0 || !snippets.some((snippet) => snippet.run)) {
+    throw new CheckFailed("Node examples", "no ```ts node (run) block in the README or docs/");
+  }
+  const files = snippets.map((snippet) => {
+    const base = snippet.document.replace(/[^A-Za-z0-9]+/g, "_");
+    const file = `${dir}/${base}_line_${snippet.line}.ts`;
+    Deno.writeTextFileSync(file, snippet.code);
+    return file;
+  });
+  const options = consumerOptions(dir, ts.ModuleKind.NodeNext, ts.ModuleResolutionKind.NodeNext);
   const host = ts.createCompilerHost(options, true);
   const program = ts.createProgram(files, options, host);
   const diagnostics = ts.getPreEmitDiagnostics(program);
   if (diagnostics.length > 0) {
     throw new CheckFailed(
-      "type-checking the README's Node examples (tsc --strict --module nodenext)",
+      "type-checking the Node examples (tsc --strict --module nodenext)",
       ts.formatDiagnosticsWithColorAndContext(diagnostics, host),
     );
   }
-  report("", `${snippets.length} Node examples of README.md type-check (strict, nodenext)`);
+  const names = documents.map((document) => document.name).join(", ");
+  report("", `${snippets.length} Node examples of ${names} type-check (strict, nodenext)`);
   for (const [i, snippet] of snippets.entries()) {
     if (!snippet.run) continue;
+    const where = `${snippet.document} line ${snippet.line}`;
     const script = files[i].replace(/\.ts$/, ".mjs");
     const { outputText } = ts.transpileModule(snippet.code, {
       compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
     });
     await Deno.writeTextFile(script, outputText);
     const output = await runOk("node", [script], { cwd: dir }).catch((error) => {
-      throw new CheckFailed(`running the README example of line ${snippet.line}`, String(error));
+      throw new CheckFailed(`running the example of ${where}`, String(error));
     });
-    report("", `the README example of line ${snippet.line} runs with node:`);
+    report("", `the example of ${where} runs with node:`);
     report("  ", output);
   }
+}
+
+/** The guides in docs/ of the repository (not published to npm, but their examples are). */
+async function guides(): Promise<Document[]> {
+  const folder = new URL("../../docs/", import.meta.url);
+  const documents: Document[] = [];
+  for await (const entry of Deno.readDir(folder)) {
+    if (!entry.isFile || !entry.name.endsWith(".md")) continue;
+    const text = await Deno.readTextFile(new URL(entry.name, folder));
+    documents.push({ name: `docs/${entry.name}`, text });
+  }
+  return documents.sort((a, b) => a.name.localeCompare(b.name));
 }
 
 /** Prints what a check found, indented under its step. */
@@ -277,16 +310,7 @@ function typeCheckConsumer(dir: string, packageName: string, specifiers: string[
     ["bundler", ts.ModuleKind.ESNext, ts.ModuleResolutionKind.Bundler],
   ];
   for (const [label, module, moduleResolution] of modes) {
-    const options: ts.CompilerOptions = {
-      module,
-      moduleResolution,
-      target: ts.ScriptTarget.ES2022,
-      lib: ["lib.es2022.d.ts", "lib.esnext.disposable.d.ts"],
-      types: ["node"],
-      typeRoots: [`${dir}/node_modules/@types`],
-      strict: true,
-      noEmit: true,
-    };
+    const options = consumerOptions(dir, module, moduleResolution);
     const host = ts.createCompilerHost(options, true);
     const program = ts.createProgram([file], options, host);
     // Other packages' declarations are not ours to judge; ours and the consumer's must be clean.
@@ -344,7 +368,10 @@ export async function checkScratchInstall(npmDir: string): Promise<void> {
     await loadAll(dir, all);
     typeCheckConsumer(dir, main, all);
     report("", "a consumer of every entry point type-checks (node16 and bundler resolution)");
-    await checkReadmeSnippets(dir, await Deno.readTextFile(`${npmDir}/README.md`));
+    await checkNodeSnippets(dir, [
+      { name: "README.md", text: await Deno.readTextFile(`${npmDir}/README.md`) },
+      ...await guides(),
+    ]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
