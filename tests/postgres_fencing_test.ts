@@ -173,6 +173,37 @@ describe("PostgresState fencing and inspect across processes", { skip }, () => {
     });
   }
 
+  it("fences off a holder that lost its lock, with docs/postgres.md's guarded UPDATE", async () => {
+    const app = "ss-test-fencing-update";
+    const namespace = `fencing-update-${Date.now()}-${process.pid}`;
+    const table = `ss_test_invoices_${Date.now()}_${process.pid}`;
+    await admin!.unsafe(
+      `create table ${table} (id int primary key, total numeric, fence bigint not null default 0)`,
+    );
+    try {
+      await admin!.unsafe(`insert into ${table} (id) values (7)`);
+      const guarded = (total: number, token: bigint) =>
+        admin!`update ${admin!(table)} set total = ${total}, fence = ${String(token)}
+          where id = 7 and fence < ${String(token)}`;
+      const slow = testState(`${app}-slow`, { namespace, heartbeatInterval: 0 });
+      const next = testState(`${app}-next`, { namespace });
+      states.push(slow, next);
+      const stale = await slow.getLock("invoice/7");
+      const staleToken = await stale.fencingToken();
+      // Its holder pauses; meanwhile its connection dies and the next holder gets the lock.
+      await terminate(admin!, await lockPids(admin!, `${app}-slow`, true));
+      const fresh = await next.getLock("invoice/7", { timeout: 10_000 });
+      assert.equal((await guarded(2, await fresh.fencingToken())).count, 1);
+      await fresh.release();
+      // The paused holder wakes up and writes: refused.
+      assert.equal((await guarded(1, staleToken)).count, 0);
+      const [row] = await admin!.unsafe(`select total::int as total from ${table}`);
+      assert.equal(row.total, 2);
+    } finally {
+      await admin!.unsafe(`drop table ${table}`);
+    }
+  });
+
   it("checks listLocks's arguments", async () => {
     await assert.rejects(listLocks(DATABASE_URL, { nameSpace: "x" } as never), {
       name: "TypeError",
