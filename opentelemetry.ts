@@ -38,14 +38,14 @@ import {
   type Attributes,
   type Counter,
   type Histogram,
-  type MeterProvider,
+  type MeterProvider as ApiMeterProvider,
   metrics,
   type Span,
   SpanKind,
   SpanStatusCode,
   trace,
   type Tracer,
-  type TracerProvider,
+  type TracerProvider as ApiTracerProvider,
   type UpDownCounter,
 } from "@opentelemetry/api";
 import { LockFailed, LockLost, type LockLostReason } from "./errors.ts";
@@ -53,6 +53,11 @@ import { BaseLock } from "./internal/base_lock.ts";
 import { checkOptions, optionNames, optionTypeError, show } from "./internal/arguments.ts";
 import type { Lock, LockOptions, LockRequest } from "./lock.ts";
 import { StateABC } from "./state.ts";
+
+/** An OpenTelemetry meter provider (`MeterProvider` of `@opentelemetry/api`). */
+export type MeterProvider = ApiMeterProvider;
+/** An OpenTelemetry tracer provider (`TracerProvider` of `@opentelemetry/api`). */
+export type TracerProvider = ApiTracerProvider;
 
 /** The instrumentation scope: the meter's and the tracer's name. */
 export const INSTRUMENTATION_SCOPE = "@momotor/shared-state";

@@ -17,7 +17,12 @@ import postgres from "postgres";
 import { backendFailure } from "../internal/failures.ts";
 import { backendLogger } from "../internal/log.ts";
 import { type Lock, type LockRequest, StateABC } from "../state.ts";
-import type { PostgresLockInfo } from "./postgres/inspect.ts";
+import {
+  type AdvisoryLock,
+  listAdvisoryLocks,
+  type ListLocksOptions,
+  type PostgresLockInfo,
+} from "./postgres/inspect.ts";
 import { LockTable } from "./postgres/lock_table.ts";
 import {
   type PostgresStateOptions,
@@ -29,12 +34,11 @@ import { DatabaseLocks } from "./postgres/acquisition.ts";
 import { sessionMode, transactionMode } from "./postgres/modes.ts";
 
 export { ADVISORY_LOCK_ID_SQL, advisoryLockId } from "./postgres/lock_id.ts";
-export {
-  type AdvisoryLock,
-  listLocks,
-  type ListLocksOptions,
-  type PostgresLockHolder,
-  type PostgresLockInfo,
+export type {
+  AdvisoryLock,
+  ListLocksOptions,
+  PostgresLockHolder,
+  PostgresLockInfo,
 } from "./postgres/inspect.ts";
 export type { PostgresClientOptions, PostgresStateOptions } from "./postgres/options.ts";
 export type { LockMode } from "./postgres/statements.ts";
@@ -43,6 +47,37 @@ const log = backendLogger("postgres");
 
 /** The shortest time a new connection is given to be ready, in milliseconds. */
 const MIN_OPEN_TIMEOUT_MS = 1000;
+
+/** A postgres.js client, `postgres(url, options)`: what {@link listLocks} takes besides a URL. */
+export type PostgresClient = postgres.Sql;
+
+/**
+ * Every advisory lock held or awaited in the database, by any process, or only those of `keys`:
+ * what the `shared-state locks` command shows, for finding a stuck lock. One entry per backend and
+ * lock; holders first, then waiters, the longest-waiting first.
+ *
+ * @example
+ * ```ts
+ * import { listLocks } from "@momotor/shared-state/postgres";
+ *
+ * const url = Deno.env.get("DATABASE_URL") ?? "postgres://localhost/app";
+ * for (const lock of await listLocks(url, { namespace: "grader", keys: ["grading/42"] })) {
+ *   console.log(lock.key, lock.granted ? "held" : "waiting", lock.pid, lock.applicationName);
+ * }
+ * ```
+ *
+ * @param sql A connection URL (a connection is opened and ended for this call), or a postgres.js
+ *   client (left open).
+ * @param options The keys to look at, and their namespace.
+ * @returns The locks, as {@link AdvisoryLock}s.
+ * @throws {TypeError} for a bad URL or bad options.
+ */
+export function listLocks(
+  sql: PostgresClient | string,
+  options?: ListLocksOptions,
+): Promise<AdvisoryLock[]> {
+  return listAdvisoryLocks(sql, options);
+}
 
 function isClient(value: unknown): value is postgres.Sql {
   if (typeof value !== "function") return false;

@@ -60,7 +60,9 @@ export interface PostgresLockHolder extends LockHolder {
 export interface PostgresLockInfo extends LockInfo {
   /** The advisory lock id of the key in the state's namespace. */
   id: bigint;
+  /** Every holder: other backends one entry each, this state's own one entry per local holder. */
   holders: PostgresLockHolder[];
+  /** Every waiting request, the longest-waiting first where the wait start is known. */
   waiters: PostgresLockHolder[];
 }
 
@@ -183,27 +185,8 @@ export interface ListLocksOptions {
 
 const LIST_OPTIONS = optionNames<ListLocksOptions>({ namespace: true, keys: true });
 
-/**
- * Every advisory lock held or awaited in the database, by any process, or only those of `keys`:
- * what `shared-state locks` shows, for finding a stuck lock. One entry per backend and lock;
- * holders first, then waiters, the longest-waiting first.
- *
- * @example
- * ```ts
- * import { listLocks } from "@momotor/shared-state/postgres";
- *
- * for (const lock of await listLocks(Deno.env.get("DATABASE_URL")!, { keys: ["grading/42"] })) {
- *   console.log(lock.key, lock.granted ? "held" : "waiting", lock.pid, lock.applicationName);
- * }
- * ```
- *
- * @param sql A connection URL (a connection is opened and ended for this call), or a postgres.js
- *   client (left open).
- * @param options The keys to look at, and their namespace.
- * @returns The locks, as {@link AdvisoryLock}s.
- * @throws {TypeError} for a bad URL or bad options.
- */
-export async function listLocks(
+/** `listLocks` of the entry point (`backends/postgres.ts`), which documents it. */
+export async function listAdvisoryLocks(
   sql: postgres.Sql | string,
   options: ListLocksOptions = {},
 ): Promise<AdvisoryLock[]> {
