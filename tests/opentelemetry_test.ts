@@ -21,7 +21,9 @@ import {
   SimpleSpanProcessor,
 } from "@opentelemetry/sdk-trace-base";
 import { LocalState, LockFailed, type StateABC } from "../mod.ts";
+import { BrokerState } from "../backends/broker.ts";
 import { instrument } from "../opentelemetry.ts";
+import { clientOptions, startBroker } from "./broker_env.ts";
 import {
   adminClient,
   lockPids,
@@ -213,6 +215,19 @@ describe("instrument", () => {
     });
     assert.throws(() => instrument(plain, { meterProvider: {} as never }), TypeError);
     assert.equal(Object.hasOwn(plain, "getLock"), false, "a refused call wrapped nothing");
+  });
+
+  it("records the same on a BrokerState", async () => {
+    const served = new LocalState();
+    const broker = await startBroker(served, { token: "otel" });
+    try {
+      const t = telemetry();
+      const state = new BrokerState(broker.url, await clientOptions("otel"));
+      await recordsRequests(instrument(state, t.providers), "broker", t);
+    } finally {
+      await broker.close();
+      await served.close();
+    }
   });
 
   describe("on PostgresState", () => {

@@ -7,19 +7,22 @@ import { LockFailed, type LockFailedReason, type LockLostReason } from "../../er
 import { aborted, timedOut } from "../../internal/failures.ts";
 import { BaseLock } from "../../internal/base_lock.ts";
 import { DeadlineTimer } from "../../internal/deadline.ts";
+import { holderEntry } from "../../internal/holders.ts";
 import { backendLogger } from "../../internal/log.ts";
-import type { Lock, LockRequest } from "../../state.ts";
+import type { Lock, LockInfo, LockRequest } from "../../state.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import {
   type ClientFrame,
   CloseCode,
   type FailureReason,
+  MAX_NAME_LENGTH,
   OPEN,
   parseServerFrame,
   PROTOCOL_VERSION,
   ProtocolError,
   type ServerFrame,
   type WebSocketLike,
+  type WireHolder,
 } from "./protocol.ts";
 
 const log = backendLogger("broker");
@@ -54,6 +57,8 @@ interface AcquireEntry {
   onAbort: (() => void) | undefined;
   lock: BrokerLock | undefined;
   released: (() => void) | undefined;
+  /** Issue 12: a `fence` sent and not yet answered. */
+  fencing: { resolve(token: bigint): void; reject(error: Error): void } | undefined;
 }
 
 /** A `testLock` in flight. */
@@ -67,7 +72,24 @@ interface TestEntry {
   reject: (error: LockFailed) => void;
 }
 
-type Entry = AcquireEntry | TestEntry;
+/** An `inspect` in flight (issue 12). */
+interface InspectEntry {
+  readonly kind: "inspect";
+  readonly id: number;
+  readonly key: string;
+  readonly exclusive: true;
+  phase: "waiting" | "abandoned";
+  resolve: (info: LockInfo) => void;
+  reject: (error: LockFailed) => void;
+}
+
+type Entry = AcquireEntry | TestEntry | InspectEntry;
+
+function fromWire(entries: readonly WireHolder[]) {
+  return entries.map(({ exclusive, since, owner }) =>
+    holderEntry(exclusive, since === undefined ? undefined : new Date(since), owner)
+  );
+}
 
 /** A lock held through the broker. */
 class BrokerLock extends BaseLock {
@@ -80,8 +102,13 @@ class BrokerLock extends BaseLock {
     this.#entry = entry;
   }
 
-  protected unlock(): Promise<void> {
+  protected override unlock(): Promise<void> {
     return this.#connection.release(this.#entry);
+  }
+
+  /** The served state's token, asked for over the connection. */
+  protected override fence(): Promise<bigint> {
+    return this.#connection.fence(this.#entry);
   }
 }
 
@@ -117,7 +144,7 @@ function failedReason(reason: FailureReason, timeout: number | undefined): LockF
   }
 }
 
-function failureMessage(entry: AcquireEntry | TestEntry, reason: FailureReason, message: string) {
+function failureMessage(entry: Entry, reason: FailureReason, message: string) {
   const timeout = entry.kind === "acquire" ? entry.request.timeout : undefined;
   switch (reason) {
     case "busy":
@@ -202,6 +229,7 @@ export class Connection {
         onAbort: undefined,
         lock: undefined,
         released: undefined,
+        fencing: undefined,
       };
       this.#entries.set(entry.id, entry);
       const { deadline, signal, timeout, exclusive } = request;
@@ -246,6 +274,41 @@ export class Connection {
     });
   }
 
+  /** Issue 12: who holds and awaits `key` on the broker. */
+  inspect(key: string): Promise<LockInfo> {
+    return new Promise<LockInfo>((resolve, reject) => {
+      const entry: InspectEntry = {
+        kind: "inspect",
+        id: this.#nextId++,
+        key,
+        exclusive: true,
+        phase: "waiting",
+        resolve,
+        reject,
+      };
+      this.#entries.set(entry.id, entry);
+      this.#send({ op: "inspect", id: entry.id, key });
+    });
+  }
+
+  /** Issue 12: the fencing token of a held lock, made by the served state. */
+  fence(entry: AcquireEntry): Promise<bigint> {
+    if (entry.phase !== "held" || this.#entries.get(entry.id) !== entry) {
+      return Promise.reject(new Error("the lock is not held on the broker"));
+    }
+    return new Promise<bigint>((resolve, reject) => {
+      entry.fencing = { resolve, reject };
+      this.#send({ op: "fence", id: entry.id });
+    });
+  }
+
+  /** A `fence` in flight gets no answer: the lock is gone (its holder knows by then). */
+  #unfence(entry: AcquireEntry, message: string): void {
+    const fencing = entry.fencing;
+    entry.fencing = undefined;
+    fencing?.reject(new Error(message));
+  }
+
   /** Releases a held lock; resolves once the broker freed it (or the connection is gone). */
   release(entry: AcquireEntry): Promise<void> {
     if (entry.phase !== "held" || this.#entries.get(entry.id) !== entry) {
@@ -279,7 +342,7 @@ export class Connection {
     this.#phase = "closing";
     const held: BrokerLock[] = [];
     for (const entry of this.#entries.values()) {
-      if (entry.kind === "test") {
+      if (entry.kind !== "acquire") {
         if (entry.phase === "waiting") this.#abandon(entry, ending);
       } else if (entry.phase === "waiting") {
         this.#giveUp(
@@ -293,6 +356,9 @@ export class Connection {
       }
     }
     for (const lock of held) lock.lose(ending.lost, ending.message);
+    for (const entry of this.#entries.values()) {
+      if (entry.kind === "acquire") this.#unfence(entry, ending.message);
+    }
     if (this.#entries.size > 0) {
       await new Promise<void>((resolve) => {
         this.#drained = resolve;
@@ -336,6 +402,8 @@ export class Connection {
         op: "hello",
         version: PROTOCOL_VERSION,
         token: this.#config.token,
+        // Issue 12: how the broker names this client to `inspect` (older brokers ignore it).
+        name: this.#config.name.slice(0, MAX_NAME_LENGTH),
       };
       this.#socket!.send(JSON.stringify(hello));
     } catch (error) {
@@ -396,6 +464,10 @@ export class Connection {
         return this.#lost(frame.id, frame.message);
       case "tested":
         return this.#tested(frame.id, frame.free);
+      case "fenced":
+        return this.#fenced(frame.id, frame.token, frame.message);
+      case "inspected":
+        return this.#inspected(frame.id, frame.holders, frame.waiters);
       case "error":
         if (frame.id === undefined) {
           log.warn("the broker reports an error: {message}", { message: frame.message });
@@ -457,7 +529,7 @@ export class Connection {
     if (entry.kind === "acquire") this.#settle(entry);
     const details = entry.kind === "acquire"
       ? this.#details(entry)
-      : { key: entry.key, exclusive: entry.exclusive };
+      : { key: entry.key, exclusive: entry.exclusive as boolean };
     // A busy, timed-out or closed failure says all in its own message; the broker's message
     // would only repeat it (it is the served state's LockFailed message).
     const repeats = reason === "busy" || reason === "timeout" || reason === "closed";
@@ -485,6 +557,7 @@ export class Connection {
     this.#delete(entry);
     if (entry.phase === "held") {
       entry.lock!.lose("disconnected", `the broker lost it: ${message}`, new Error(message));
+      this.#unfence(entry, message);
     } else if (entry.phase === "waiting") {
       this.#settle(entry);
       entry.reject(
@@ -504,6 +577,24 @@ export class Connection {
     if (entry.phase === "waiting") entry.resolve(free);
   }
 
+  #fenced(id: number, token: string | undefined, message: string | undefined): void {
+    const entry = this.#entries.get(id);
+    if (entry?.kind !== "acquire" || entry.fencing === undefined) return;
+    const { resolve, reject } = entry.fencing;
+    entry.fencing = undefined;
+    if (token !== undefined) resolve(BigInt(token));
+    else reject(new Error(`the broker could not make a fencing token: ${message}`));
+  }
+
+  #inspected(id: number, holders: WireHolder[], waiters: WireHolder[]): void {
+    const entry = this.#entries.get(id);
+    if (entry?.kind !== "inspect") return;
+    this.#delete(entry);
+    if (entry.phase === "waiting") {
+      entry.resolve({ key: entry.key, holders: fromWire(holders), waiters: fromWire(waiters) });
+    }
+  }
+
   /** The caller gave up on a waiting request: answer it now, cancel it on the broker. */
   #giveUp(entry: AcquireEntry, error: LockFailed): void {
     if (entry.phase !== "waiting") return;
@@ -513,7 +604,7 @@ export class Connection {
     this.#send({ op: "cancel", id: entry.id });
   }
 
-  #abandon(entry: TestEntry, ending: Ending): void {
+  #abandon(entry: TestEntry | InspectEntry, ending: Ending): void {
     entry.phase = "abandoned";
     entry.reject(
       new LockFailed(ending.message, {
@@ -550,7 +641,7 @@ export class Connection {
     const entries = [...this.#entries.values()];
     this.#entries.clear();
     for (const entry of entries) {
-      if (entry.kind === "test") {
+      if (entry.kind !== "acquire") {
         if (entry.phase === "waiting") this.#abandon(entry, ending);
       } else if (entry.phase === "waiting") {
         this.#settle(entry);
@@ -563,7 +654,9 @@ export class Connection {
         );
       } else if (entry.phase === "held") {
         entry.lock!.lose(ending.lost, ending.message, ending.cause);
+        this.#unfence(entry, ending.message);
       } else {
+        this.#unfence(entry, ending.message);
         entry.released?.();
       }
     }

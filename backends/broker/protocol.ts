@@ -18,6 +18,12 @@ export const MAX_KEY_LENGTH: number = 256 * 1024;
 /** Longest token the broker reads; a longer `hello` is refused. */
 export const MAX_TOKEN_LENGTH = 4096;
 
+/** Longest client name in `hello`, and longest `owner` in `inspected`, in UTF-16 code units. */
+export const MAX_NAME_LENGTH = 256;
+
+/** Most holders, and most waiters, listed in one `inspected` frame (issue 12). */
+export const MAX_INSPECT_ENTRIES = 1000;
+
 /**
  * Default for the most reply bytes the broker queues for one client that does not read them;
  * beyond, the connection is closed (1008) and everything it held released.
@@ -70,13 +76,25 @@ export type FailureReason =
 
 /** Frames a client sends. */
 export type ClientFrame =
-  | { op: "hello"; version: number; token: string }
+  | { op: "hello"; version: number; token: string; name?: string }
   | { op: "acquire"; id: number; key: string; exclusive: boolean; timeout: number | undefined }
   | { op: "cancel"; id: number }
   | { op: "release"; id: number }
   | { op: "test"; id: number; key: string; exclusive: boolean }
+  | { op: "fence"; id: number }
+  | { op: "inspect"; id: number; key: string }
   | { op: "ping" }
   | { op: "pong" };
+
+/**
+ * A holder or waiter in an `inspected` frame: `since` in milliseconds since 1970, `owner` at most
+ * {@link MAX_NAME_LENGTH} code units.
+ */
+export interface WireHolder {
+  exclusive: boolean;
+  since?: number;
+  owner?: string;
+}
 
 /** The limits a broker announces in `welcome`. */
 export interface BrokerLimits {
@@ -100,6 +118,8 @@ export type ServerFrame =
   | { op: "released"; id: number }
   | { op: "lost"; id: number; message: string }
   | { op: "tested"; id: number; free: boolean }
+  | { op: "fenced"; id: number; token?: string; message?: string }
+  | { op: "inspected"; id: number; holders: WireHolder[]; waiters: WireHolder[] }
   | { op: "error"; id?: number; message: string }
   | { op: "ping" }
   | { op: "pong" };
@@ -168,14 +188,57 @@ function requireId(fields: Fields): number {
   return fields.id;
 }
 
-function requireKeyAndMode(fields: Fields, id: number): { key: string; exclusive: boolean } {
-  const { key, exclusive } = fields;
+function requireKey(fields: Fields, id: number): string {
+  const { key } = fields;
   if (typeof key !== "string") throw new ProtocolError('"key" must be a string', id);
   if (key.length > MAX_KEY_LENGTH) {
     throw new ProtocolError(`"key" is longer than ${MAX_KEY_LENGTH} UTF-16 code units`, id);
   }
+  return key;
+}
+
+function requireKeyAndMode(fields: Fields, id: number): { key: string; exclusive: boolean } {
+  const key = requireKey(fields, id);
+  const { exclusive } = fields;
   if (typeof exclusive !== "boolean") throw new ProtocolError('"exclusive" must be a boolean', id);
   return { key, exclusive };
+}
+
+/** A fencing token on the wire: a decimal string of a signed 64-bit integer. */
+function isToken(value: unknown): value is string {
+  if (typeof value !== "string" || !/^-?[0-9]{1,19}$/.test(value)) return false;
+  const token = BigInt(value);
+  return token >= -(2n ** 63n) && token < 2n ** 63n;
+}
+
+function holderList(value: unknown, name: string): WireHolder[] {
+  if (!Array.isArray(value) || value.length > MAX_INSPECT_ENTRIES) {
+    throw new ProtocolError(
+      `inspected needs "${name}", an array of at most ${MAX_INSPECT_ENTRIES}`,
+    );
+  }
+  return value.map((entry) => {
+    const { exclusive, since, owner } = (entry ?? {}) as Fields;
+    if (typeof exclusive !== "boolean") {
+      throw new ProtocolError(`an entry of "${name}" needs a boolean "exclusive"`);
+    }
+    const holder: WireHolder = { exclusive };
+    if (since !== undefined && since !== null) {
+      if (typeof since !== "number" || !Number.isFinite(since)) {
+        throw new ProtocolError(`"since" in "${name}" must be a number of milliseconds`);
+      }
+      holder.since = since;
+    }
+    if (owner !== undefined && owner !== null) {
+      if (typeof owner !== "string" || owner.length > MAX_NAME_LENGTH) {
+        throw new ProtocolError(
+          `"owner" in "${name}" must be a string of ${MAX_NAME_LENGTH} at most`,
+        );
+      }
+      holder.owner = owner;
+    }
+    return holder;
+  });
 }
 
 /** Validates a frame from a client. Throws {@link ProtocolError} for anything malformed. */
@@ -183,10 +246,14 @@ export function parseClientFrame(text: unknown): ClientFrame {
   const fields = parseObject(text);
   switch (fields.op) {
     case "hello": {
-      const { version, token } = fields;
+      const { version, token, name } = fields;
       if (typeof version !== "number") throw new ProtocolError('"version" must be a number');
       if (typeof token !== "string") throw new ProtocolError('"token" must be a string');
-      return { op: "hello", version, token };
+      if (name === undefined || name === null) return { op: "hello", version, token };
+      if (typeof name !== "string" || name.length > MAX_NAME_LENGTH) {
+        throw new ProtocolError(`"name" must be a string of ${MAX_NAME_LENGTH} at most`);
+      }
+      return { op: "hello", version, token, name };
     }
     case "acquire": {
       const id = requireId(fields);
@@ -206,7 +273,12 @@ export function parseClientFrame(text: unknown): ClientFrame {
     }
     case "cancel":
     case "release":
+    case "fence":
       return { op: fields.op, id: requireId(fields) };
+    case "inspect": {
+      const id = requireId(fields);
+      return { op: "inspect", id, key: requireKey(fields, id) };
+    }
     case "ping":
     case "pong":
       return { op: fields.op };
@@ -276,6 +348,23 @@ export function parseServerFrame(text: unknown): ServerFrame {
       if (typeof fields.free !== "boolean") throw new ProtocolError("tested without free");
       return { op: "tested", id, free: fields.free };
     }
+    case "fenced": {
+      const id = requireId(fields);
+      if (fields.token !== undefined) {
+        if (!isToken(fields.token)) {
+          throw new ProtocolError('"token" must be a decimal string of a 64-bit integer');
+        }
+        return { op: "fenced", id, token: fields.token };
+      }
+      return { op: "fenced", id, message: optionalMessage(fields) };
+    }
+    case "inspected":
+      return {
+        op: "inspected",
+        id: requireId(fields),
+        holders: holderList(fields.holders, "holders"),
+        waiters: holderList(fields.waiters, "waiters"),
+      };
     case "error":
       return {
         op: "error",

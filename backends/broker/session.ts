@@ -4,7 +4,9 @@
  */
 
 import { LockFailed } from "../../errors.ts";
+import { setLabel } from "../../internal/holders.ts";
 import { backendLogger } from "../../internal/log.ts";
+import type { LockHolder } from "../../lock.ts";
 import type { Lock, StateABC } from "../../state.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import {
@@ -12,7 +14,9 @@ import {
   exceedsUtf8Bytes,
   type FailureReason,
   MAX_FRAME_BYTES,
+  MAX_INSPECT_ENTRIES,
   MAX_KEY_LENGTH,
+  MAX_NAME_LENGTH,
   MAX_TOKEN_LENGTH,
   OPEN,
   parseClientFrame,
@@ -20,6 +24,7 @@ import {
   ProtocolError,
   type ServerFrame,
   type WebSocketLike,
+  type WireHolder,
 } from "./protocol.ts";
 import type { TokenCheck } from "./token.ts";
 
@@ -43,7 +48,7 @@ interface Request {
   readonly key: string;
   readonly exclusive: boolean;
   readonly timeout: number | undefined;
-  phase: "waiting" | "held" | "releasing" | "testing";
+  phase: "waiting" | "held" | "releasing" | "testing" | "inspecting";
   /** Ends the wait in the served state (cancel, or the connection ended). */
   controller: AbortController | undefined;
   /** The client gave up: a grant that still arrives is released at once. */
@@ -64,6 +69,8 @@ export class Session {
   readonly #config: SessionConfig;
   readonly #socket: WebSocketLike;
   readonly #name = `connection ${++sessionCounter}`;
+  /** Who this connection's requests are for, in the served state's `inspect` (issue 12). */
+  #owner = `broker ${this.#name}`;
   readonly #requests = new Map<number, Request>();
   #keyChars = 0;
   #errors = 0;
@@ -150,6 +157,7 @@ export class Session {
         return;
       }
       token = frame.token;
+      if (frame.name !== undefined) this.#owner = `${frame.name} (broker ${this.#name})`;
     } catch (error) {
       this.#refuse(error instanceof ProtocolError ? error.message : "malformed hello");
       return;
@@ -209,6 +217,10 @@ export class Session {
           return this.#acquire(frame.id, frame.key, frame.exclusive, frame.timeout);
         case "test":
           return this.#test(frame.id, frame.key, frame.exclusive);
+        case "fence":
+          return this.#fence(frame.id);
+        case "inspect":
+          return this.#inspect(frame.id, frame.key);
         case "cancel":
           return this.#cancel(frame.id);
         case "release":
@@ -284,6 +296,8 @@ export class Session {
       settled: undefined,
     };
     this.#track(request);
+    // Issue 12: the served state's `inspect` names this client as the waiter, since now.
+    setLabel(controller.signal, { owner: this.#owner, since: new Date() });
     const pending = this.#config.state.getLock(key, {
       exclusive,
       timeout,
@@ -315,6 +329,7 @@ export class Session {
     }
     request.phase = "held";
     request.lock = lock;
+    setLabel(lock, { owner: this.#owner, since: new Date() });
     const signal = lock.signal;
     request.onLost = () => this.#lost(request, signal.reason);
     if (signal.aborted) {
@@ -365,6 +380,55 @@ export class Session {
       (free) => {
         this.#forget(request);
         this.#send({ op: "tested", id, free });
+      },
+      (error) => this.#failed(request, error),
+    );
+  }
+
+  /**
+   * Issue 12: the fencing token of a held lock, from the served state; answered with `fenced`.
+   * A `release` right after waits for it in the served state (see `BaseLock.release`).
+   */
+  #fence(id: number): void {
+    const request = this.#requests.get(id);
+    if (request?.phase !== "held") {
+      return this.#send({ op: "fenced", id, message: "the lock is not held" });
+    }
+    request.lock!.fencingToken().then(
+      (token) => this.#send({ op: "fenced", id, token: String(token) }),
+      (error) => this.#send({ op: "fenced", id, message: String(error?.message ?? error) }),
+    );
+  }
+
+  /** Issue 12: who holds and awaits `key` in the served state; answered with `inspected`. */
+  #inspect(id: number, key: string): void {
+    if (!this.#admit(id, key)) return;
+    const request: Request = {
+      id,
+      key,
+      exclusive: true,
+      timeout: undefined,
+      phase: "inspecting",
+      controller: undefined,
+      cancelled: false,
+      lock: undefined,
+      onLost: undefined,
+      settled: undefined,
+    };
+    this.#track(request);
+    const wire = (entries: LockHolder[]): WireHolder[] =>
+      entries.slice(0, MAX_INSPECT_ENTRIES).map(({ exclusive, since, owner }) => {
+        const holder: WireHolder = { exclusive };
+        if (since instanceof Date && Number.isFinite(since.getTime())) {
+          holder.since = since.getTime();
+        }
+        if (typeof owner === "string") holder.owner = owner.slice(0, MAX_NAME_LENGTH);
+        return holder;
+      });
+    this.#config.state.inspect(key).then(
+      ({ holders, waiters }) => {
+        this.#forget(request);
+        this.#send({ op: "inspected", id, holders: wire(holders), waiters: wire(waiters) });
       },
       (error) => this.#failed(request, error),
     );
