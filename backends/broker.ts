@@ -21,7 +21,12 @@
  * @module
  */
 
-export { type BrokerHandler, brokerHandler, type BrokerOptions } from "./broker/server.ts";
+export {
+  type BrokerHandler,
+  brokerHandler,
+  type BrokerOptions,
+  type BrokerRequestInfo,
+} from "./broker/server.ts";
 export { type BrokerServer, serveBroker, type ServeBrokerOptions } from "./broker/node_server.ts";
 export {
   BrokerState,

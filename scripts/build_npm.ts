@@ -6,7 +6,8 @@
  *    (packages the main entry point imports are dependencies, packages only other entry points
  *    import are optional peer dependencies).
  * 2. `npm install` in `npm/`, then TypeScript compiles the entry points to `npm/esm/` (ESM, `.d.ts`,
- *    source maps) and the tests beside them, resolving packages from `npm/node_modules`.
+ *    source maps) and the tests beside them, resolving packages from `npm/node_modules`; the
+ *    files of `bin` get a `#!/usr/bin/env node` line.
  * 3. `node --test` runs the compiled tests (`*_test.js`) against the compiled package, and the
  *    run is refused if no test passed, a test file registered no test, or, with
  *    `REQUIRE_POSTGRES=1`, a test or suite was skipped for want of PostgreSQL.
@@ -22,6 +23,7 @@ import { readDenoConfig } from "./npm_package/config.ts";
 import { compile } from "./npm_package/compile.ts";
 import { reach, tsFilesUnder } from "./npm_package/graph.ts";
 import { buildManifest, moduleSummary, OUT_DIR } from "./npm_package/manifest.ts";
+import { makeExecutable } from "./npm_package/bin.ts";
 import { checkPackage } from "./npm_package/checks.ts";
 import { runNodeTests } from "./npm_package/node_tests.ts";
 import { runOk, step } from "./npm_package/run.ts";
@@ -131,6 +133,7 @@ async function main(args: string[]): Promise<void> {
       throw new Error(`compiled but not in package.json "files": ${missing.join(", ")}`);
     }
     await copyTestFixtures(TESTS_DIR);
+    for (const file of Object.values(manifest.bin ?? {})) await makeExecutable(NPM_DIR, file);
   });
 
   // The packaging checks run even when a Node test failed, so that one run reports both.

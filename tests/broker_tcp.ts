@@ -170,3 +170,52 @@ export class TcpClient {
     return this.closed;
   }
 }
+
+/** What the server did with one upgrade request: everything it sent, and whether it hung up. */
+export interface UpgradeAttempt {
+  /** The bytes received, as latin1 text (frames after a 101 included). */
+  text: string;
+  /** `false` if the connection was still open at the deadline (then cut by us). */
+  closedByServer: boolean;
+}
+
+/**
+ * Opens a connection, sends a WebSocket upgrade request and nothing else (no hello, no answer to
+ * a close frame), and resolves once the server closed the connection, or at `deadline` ms.
+ */
+export function upgradeAttempt(port: number, deadline: number): Promise<UpgradeAttempt> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    const chunks: Buffer[] = [];
+    const text = () => Buffer.concat(chunks).toString("latin1");
+    const timer = setTimeout(() => {
+      socket.removeAllListeners("close");
+      socket.destroy();
+      resolve({ text: text(), closedByServer: false });
+    }, deadline);
+    socket.on("error", () => {});
+    socket.on("data", (chunk: Buffer) => chunks.push(chunk));
+    socket.on("close", () => {
+      clearTimeout(timer);
+      resolve({ text: text(), closedByServer: true });
+    });
+    const key = Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString("base64");
+    socket.write(
+      `GET / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+    );
+  });
+}
+
+/**
+ * Why the broker refused a connection, from what it sent: the body of an HTTP 503/429 (Node's
+ * `serveBroker`), or the message of the `refused` frame after a 101 (the handler itself, on
+ * Deno). `undefined` if it did not refuse.
+ */
+export function refusalMessage(text: string): string | undefined {
+  const http = /^HTTP\/1\.1 (?:503|429) [^\r]*\r\n[\s\S]*?\r\n\r\n([\s\S]*)$/.exec(text);
+  if (http !== null) return `HTTP ${text.slice(9, 12)}: ${http[1].trim()}`;
+  if (!text.startsWith("HTTP/1.1 101")) return undefined;
+  const frame = /\{"op":"refused","message":("(?:[^"\\]|\\.)*")\}/.exec(text);
+  return frame === null ? undefined : `refused: ${JSON.parse(frame[1])}`;
+}

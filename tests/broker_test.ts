@@ -136,6 +136,7 @@ describe("broker: a served state", () => {
     // No timeout: a refused token must not leave this waiting for ever.
     const error = await state.getLock("auth/k").then(() => assert.fail("granted"), (e) => e);
     assert.ok(error instanceof LockFailed);
+    assert.equal(error.reason, "refused");
     assert.match(error.message, /refused/);
     await assert.rejects(state.testLock("auth/k"), LockFailed);
     await assert.rejects(state.withLock("auth/free", () => 1), LockFailed);
@@ -232,6 +233,7 @@ describe("broker: a served state", () => {
     );
     const error = await state.getLock("k").then(() => assert.fail("granted"), (e) => e);
     assert.ok(error instanceof LockFailed);
+    assert.equal(error.reason, "unreachable");
     assert.match(error.message, /could not be reached|lost/);
     await assert.rejects(state.testLock("k"), LockFailed);
     await state.close();
@@ -260,11 +262,13 @@ describe("broker: losing the connection", () => {
     await broker.close();
     const reason = await aborted(held.signal);
     assert.ok(reason instanceof LockLost);
+    assert.equal(reason.reason, "disconnected");
     assert.equal(reason.key, "stop/k");
     assert.ok(reason.cause !== undefined, "the reason carries the cause");
     assert.ok((await aborted(shared.signal)) instanceof LockLost);
     const failure = await waiting;
     assert.ok(failure instanceof LockFailed);
+    assert.equal(failure.reason, "unreachable");
     assert.equal(served.size, 0, "the broker released what its clients held");
     await held.release(); // harmless after the loss
     // The broker is gone: new requests fail, they do not hang.

@@ -24,6 +24,18 @@ export function scriptCommand(script: string, args: string[]): { command: string
 }
 
 /**
+ * The command and arguments that run the `shared-state` command line with `args`: `deno run` on
+ * `cli.ts`, `node` on the compiled `cli.js` (the npm bin).
+ */
+export function cliCommand(args: string[]): { command: string; args: string[] } {
+  const path = fileURLToPath(new URL(`../cli${extension}`, import.meta.url));
+  return {
+    command: process.execPath,
+    args: isDeno ? ["run", "--allow-all", path, ...args] : [path, ...args],
+  };
+}
+
+/**
  * The command and arguments that run the `node:test` tests of `tests/<script>` (no extension):
  * `deno test` on the sources, `node --test` with the `spec` reporter on the compiled copy. Either
  * prints a line per test that names it and says whether it passed (`ok`/`✔`) or failed

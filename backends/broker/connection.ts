@@ -160,6 +160,27 @@ function failureMessage(entry: Entry, reason: FailureReason, message: string) {
   }
 }
 
+/**
+ * What a WebSocket that failed during its handshake was told. A broker on Node refuses a
+ * connection past its limits with HTTP 503, and one from an address blocked for its failed
+ * authentications with 429, before the upgrade (issue 9, item 7); the WebSocket API hides the
+ * status, but the errors of Deno's WebSocket ("Invalid status code: 503") and of `ws`
+ * ("Unexpected server response: 503") quote it.
+ */
+function handshakeFailure(cause: unknown): string | undefined {
+  const text = cause instanceof Error ? cause.message : String(cause);
+  const status = /(?:status code|server response)\D{0,3}(503|429)\b/i.exec(text)?.[1];
+  if (status === "503") {
+    return "the broker refused the connection (HTTP 503): it is at a connection limit or " +
+      "shutting down; try again later";
+  }
+  if (status === "429") {
+    return "the broker refused the connection (HTTP 429): too many failed authentications " +
+      "from this address; try again later";
+  }
+  return undefined;
+}
+
 /** One WebSocket to the broker, from connect to close. Never reused after it ends. */
 export class Connection {
   readonly #config: ConnectionConfig;
@@ -183,7 +204,12 @@ export class Connection {
       socket.addEventListener("close", (event: CloseEvent) => this.#closed(event));
       socket.addEventListener("error", (event: Event) => {
         const cause = (event as ErrorEvent).error ?? (event as ErrorEvent).message ?? event;
-        this.#end(this.#loss(cause));
+        const refused = this.#phase === "connecting" ? handshakeFailure(cause) : undefined;
+        this.#end(
+          refused === undefined
+            ? this.#loss(cause)
+            : { message: refused, cause, failed: "refused", lost: "disconnected" },
+        );
       });
     } catch (error) {
       // Queue the ending: the caller's request is registered right after construction.

@@ -12,11 +12,12 @@ import {
 } from "../../internal/arguments.ts";
 import type { StateABC } from "../../state.ts";
 import { MAX_FRAME_BYTES, type WebSocketLike } from "./protocol.ts";
+import type { Refusal } from "./admission.ts";
 import {
   BROKER_OPTION_NAMES,
   type BrokerHandler,
-  brokerHandler,
   type BrokerOptions,
+  brokerParts,
 } from "./server.ts";
 
 /** Options of {@link serveBroker}. */
@@ -56,8 +57,10 @@ export interface BrokerServer {
 
 // The parts of node:http and ws used here, typed locally: ws ships no types of its own.
 interface NodeSocket {
+  readonly remoteAddress?: string;
   setNoDelay(noDelay?: boolean): void;
   on(event: "error", listener: () => void): void;
+  write(text: string, done: () => void): void;
   destroy(): void;
 }
 interface NodeIncoming {
@@ -78,9 +81,18 @@ interface NodeHttpServer {
   address(): { port: number } | string | null;
   close(done: () => void): void;
   closeAllConnections?(): void;
+  maxConnections: number;
+}
+interface NodeServerOptions {
+  headersTimeout: number;
+  requestTimeout: number;
+  connectionsCheckingInterval: number;
 }
 interface NodeHttp {
-  createServer(listener: (req: NodeIncoming, res: NodeResponse) => void): NodeHttpServer;
+  createServer(
+    options: NodeServerOptions,
+    listener: (req: NodeIncoming, res: NodeResponse) => void,
+  ): NodeHttpServer;
 }
 interface WsSocket extends WebSocketLike {
   terminate(): void;
@@ -99,10 +111,28 @@ interface WsModule {
   WebSocketServer: new (options: { noServer: true; maxPayload: number }) => WsServer;
 }
 
+/** Answers an upgrade request with a refusal on its raw socket, and closes the connection. */
+function refuseUpgrade(socket: NodeSocket, refusal: Refusal): void {
+  const body = `The broker refused the connection: ${refusal.message}.\n`;
+  const status = refusal.status === 429 ? "429 Too Many Requests" : "503 Service Unavailable";
+  const length = new TextEncoder().encode(body).length;
+  socket.write(
+    `HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+      `Retry-After: ${refusal.retryAfter}\r\nContent-Length: ${length}\r\n\r\n${body}`,
+    () => socket.destroy(),
+  );
+}
+
 /**
  * Starts a broker on Node (or any runtime with `node:http`): an HTTP server whose WebSocket
- * upgrades are served by {@link brokerHandler}; other requests get HTTP 426. Needs the `ws`
+ * upgrades are served by `brokerHandler`; other requests get HTTP 426. Needs the `ws`
  * package (`npm install ws`), which sets TCP no-delay on every socket.
+ *
+ * Against floods: a request (the upgrade included) must arrive whole within `authTimeout`, or its
+ * connection is closed; upgrades past a limit are answered 503 (429 for an address blocked for
+ * its failed authentications) without being upgraded; and the server holds at most
+ * `maxConnections + maxUnauthenticated` TCP connections in all (those of requests still arriving
+ * and of refusals included), dropping further ones at once.
  *
  * @example
  * ```ts ignore
@@ -124,7 +154,8 @@ export async function serveBroker(options: ServeBrokerOptions): Promise<BrokerSe
     throw optionRangeError(WHAT, "port", "an integer from 0 to 65535", port);
   }
   if (typeof hostname !== "string") throw optionTypeError(WHAT, "hostname", "a string", hostname);
-  const handler = brokerHandler(state, brokerOptions);
+  const { handler, config, refusal } = brokerParts(state, brokerOptions);
+  const { authTimeout, maxConnections, maxUnauthenticated } = config;
   const http = await import("node:http") as unknown as NodeHttp;
   let ws: WsModule;
   try {
@@ -136,18 +167,29 @@ export async function serveBroker(options: ServeBrokerOptions): Promise<BrokerSe
   const sockets = new ws.WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES + 1024 });
   sockets.on("error", () => {});
   const open = new Set<WsSocket>();
-  const server = http.createServer((_request, response) => {
+  const server = http.createServer({
+    // A request still arriving after authTimeout is closed (slowloris); Node checks every
+    // connectionsCheckingInterval, so the close comes within 1.5 authTimeout at most.
+    headersTimeout: authTimeout,
+    requestTimeout: authTimeout,
+    connectionsCheckingInterval: Math.max(100, Math.min(authTimeout / 2, 30_000)),
+  }, (_request, response) => {
     response.writeHead(426, { "content-type": "text/plain; charset=utf-8", upgrade: "websocket" });
     response.end("This is a shared-state broker: connect with a WebSocket (BrokerState).\n");
   });
+  // Every TCP connection counts, a request still arriving included: past this, Node drops them.
+  server.maxConnections = maxConnections + maxUnauthenticated;
   server.on("clientError", (_error, socket) => socket?.destroy());
   server.on("upgrade", (request, socket, head) => {
     socket.on("error", () => {});
+    const address = socket.remoteAddress;
+    const refused = refusal(address);
+    if (refused !== undefined) return refuseUpgrade(socket, refused);
     socket.setNoDelay(true); // a handoff is a few small frames: never wait for Nagle
     sockets.handleUpgrade(request, socket, head, (socket) => {
       open.add(socket);
       socket.addEventListener("close", () => open.delete(socket));
-      handler.accept(socket);
+      handler.accept(socket, address);
     });
   });
   await new Promise<void>((resolve, reject) => {

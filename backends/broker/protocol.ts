@@ -47,7 +47,9 @@ export const CloseCode = {
   tooBig: 1009,
   /** A bug in the broker ended this one connection. */
   internalError: 1011,
-  /** No `hello`, a wrong token, or a `hello` too late. */
+  /** The broker is at a connection limit: try again later. */
+  tryAgainLater: 1013,
+  /** No `hello`, a wrong token, a `hello` too late, or an address blocked for failed ones. */
   unauthorized: 4001,
   /** The peer was silent for two heartbeat intervals (a half-open connection). */
   heartbeatTimeout: 4002,

@@ -8,6 +8,7 @@ import { setLabel } from "../../internal/holders.ts";
 import { backendLogger } from "../../internal/log.ts";
 import type { LockHolder } from "../../lock.ts";
 import type { Lock, StateABC } from "../../state.ts";
+import { type AuthFailureLimiter, blockedMessage } from "./auth_failures.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import {
   CloseCode,
@@ -26,6 +27,7 @@ import {
   type WebSocketLike,
   type WireHolder,
 } from "./protocol.ts";
+import { closeSocket } from "./socket_close.ts";
 import type { TokenCheck } from "./token.ts";
 
 const log = backendLogger("broker");
@@ -40,6 +42,16 @@ export interface SessionConfig {
   maxKeyChars: number;
   maxErrors: number;
   maxBufferedBytes: number;
+  /** Failed authentications per client address, shared by every session. */
+  authFailures: AuthFailureLimiter;
+}
+
+/** What a session tells its broker about its life. */
+export interface SessionEvents {
+  /** The client was welcomed. */
+  welcomed(session: Session): void;
+  /** The connection ended (once). */
+  ended(session: Session): void;
 }
 
 /** A request of this connection that the broker still tracks. */
@@ -68,6 +80,8 @@ let sessionCounter = 0;
 export class Session {
   readonly #config: SessionConfig;
   readonly #socket: WebSocketLike;
+  /** The client's address, where the server told it: failed authentications count against it. */
+  readonly #address: string | undefined;
   readonly #name = `connection ${++sessionCounter}`;
   /** Who this connection's requests are for, in the served state's `inspect` (issue 12). */
   #owner = `broker ${this.#name}`;
@@ -76,36 +90,56 @@ export class Session {
   #errors = 0;
   /** "hello" until a valid hello, "checking" while the token is hashed, then "ready". */
   #phase: "hello" | "checking" | "ready" | "ended" = "hello";
+  #welcomed = false;
   #early: unknown[] = [];
   #authTimer: ReturnType<typeof setTimeout> | undefined;
   #heartbeat: Heartbeat | undefined;
   /** Settles once everything this connection held has been released in the served state. */
   #drained: Promise<void> | undefined;
-  readonly #onEnd: (session: Session) => void;
+  /** Settles once the socket is closed, or torn down after the grace (see socket_close.ts). */
+  #closed: Promise<void> | undefined;
+  readonly #events: SessionEvents;
 
-  constructor(config: SessionConfig, socket: WebSocketLike, onEnd: (session: Session) => void) {
+  /**
+   * @param config What every session of the broker shares.
+   * @param socket The client's WebSocket.
+   * @param address The client's address, if the server knows it.
+   * @param events Told when the client is welcomed and when the connection ends.
+   */
+  constructor(
+    config: SessionConfig,
+    socket: WebSocketLike,
+    address: string | undefined,
+    events: SessionEvents,
+  ) {
     this.#config = config;
     this.#socket = socket;
-    this.#onEnd = onEnd;
+    this.#address = address;
+    this.#events = events;
     socket.addEventListener("message", (event: MessageEvent) => this.#receive(event.data));
     socket.addEventListener("close", () => this.#end("the connection closed"));
     socket.addEventListener("error", () => this.#end("the connection failed"));
-    this.#authTimer = setTimeout(
-      () => this.terminate(CloseCode.unauthorized, "no hello in time"),
-      config.authTimeout,
-    );
+    this.#authTimer = setTimeout(() => {
+      // Holding a connection open without a hello is the start of a flood: it counts as a failure.
+      this.#config.authFailures.recordFailure(this.#address);
+      this.terminate(CloseCode.unauthorized, "no hello in time");
+    }, config.authTimeout);
     log.debug("{name}: opened", { name: this.#name });
   }
 
-  /** Ends the connection now and releases everything it held; resolves once released. */
+  /** `true` once the client was welcomed (and still after the connection ended). */
+  get welcomed(): boolean {
+    return this.#welcomed;
+  }
+
+  /**
+   * Ends the connection now and releases everything it held. Resolves once released and the
+   * socket closed: by the peer's answer to the close frame, or torn down after a short grace.
+   */
   terminate(code: number, reason: string): Promise<void> {
     const drained = this.#end(reason);
-    try {
-      this.#socket.close(code, reason);
-    } catch {
-      // Already closed, or the runtime refuses this code: the session is over anyway.
-    }
-    return drained;
+    this.#closed ??= closeSocket(this.#socket, code, reason);
+    return Promise.all([drained, this.#closed]).then(() => {});
   }
 
   #send(frame: ServerFrame): void {
@@ -159,17 +193,28 @@ export class Session {
       token = frame.token;
       if (frame.name !== undefined) this.#owner = `${frame.name} (broker ${this.#name})`;
     } catch (error) {
+      this.#config.authFailures.recordFailure(this.#address);
       this.#refuse(error instanceof ProtocolError ? error.message : "malformed hello");
       return;
+    }
+    // Checked here as well as before the upgrade: connections opened together pass that check
+    // together, and the hellos they send together must not all be tried.
+    const authFailures = this.#config.authFailures;
+    if (!authFailures.begin(this.#address)) {
+      return this.#refuse(blockedMessage(Math.max(1000, authFailures.blockedFor(this.#address))));
     }
     this.#phase = "checking";
     this.#config.token.matches(token).then(
       (valid) => {
+        authFailures.end(this.#address, valid);
         if (this.#phase !== "checking") return;
         if (!valid) return this.#refuse("wrong token");
         this.#welcome();
       },
-      (error) => this.#refuse(`the token could not be checked: ${error}`),
+      (error) => {
+        authFailures.end(this.#address, true); // our failure, not the client's
+        this.#refuse(`the token could not be checked: ${error}`);
+      },
     );
   }
 
@@ -192,6 +237,8 @@ export class Session {
           `no frame for ${Math.round(silentFor)} ms`,
         ),
     );
+    this.#welcomed = true;
+    this.#events.welcomed(this);
     this.#send({
       op: "welcome",
       version: PROTOCOL_VERSION,
@@ -493,7 +540,7 @@ export class Session {
       count: releases.length,
     });
     this.#drained = Promise.all(releases).then(() => {});
-    this.#onEnd(this);
+    this.#events.ended(this);
     return this.#drained;
   }
 }

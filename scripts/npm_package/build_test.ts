@@ -10,6 +10,7 @@ import { rewriteSpecifier } from "./compile.ts";
 import { buildManifest, exportMapProblems, moduleSummary } from "./manifest.ts";
 import { runProblems, type Skipped } from "./node_tests.ts";
 import { nodeSnippets } from "./checks.ts";
+import { SHEBANG, withShebang } from "./bin.ts";
 
 const config: DenoConfig = {
   name: "@momotor/shared-state",
@@ -127,6 +128,15 @@ describe("package.json", () => {
     ]);
   });
 
+  it("has no bin without the ./cli export, and the shared-state bin with it", () => {
+    assert.equal(manifest.bin, undefined);
+    const withCli = buildManifest({
+      ...baseInput(),
+      config: { ...config, exports: { ...config.exports, "./cli": "./cli.ts" } },
+    });
+    assert.deepEqual(withCli.bin, { "shared-state": "esm/cli.js" });
+  });
+
   it("refuses imports npm cannot serve", () => {
     for (const specifier of ["jsr:@std/assert", "https://deno.land/x/y.ts"]) {
       assert.throws(
@@ -154,6 +164,16 @@ function baseInput() {
     packageFiles: [],
   };
 }
+
+describe("bin files", () => {
+  it("get the node shebang once, and their source map a line more", () => {
+    const first = withShebang("run();\n", { mappings: "AAAA" });
+    assert.equal(first.code, `${SHEBANG}\nrun();\n`);
+    assert.deepEqual(first.map, { mappings: ";AAAA" });
+    assert.deepEqual(withShebang(first.code, first.map), first);
+    assert.equal(withShebang("x;", undefined).map, undefined);
+  });
+});
 
 describe("export map check", () => {
   it("reports missing, extra and mismatched entries and missing files", async () => {

@@ -2,12 +2,14 @@
  * Packaging checks of the built `npm/` directory: the export maps agree, publint and "Are the
  * Types Wrong?" report nothing, the tarball holds only what users need, and a fresh Node project
  * that installs the tarball can `import` and `require()` every entry point, type-check against
- * them, and compile (and run) the README's Node examples.
+ * them, compile (and run) the README's Node examples, and run the `shared-state` command.
  *
  * @module
  */
 
 import ts from "typescript";
+import { binProblems } from "./bin.ts";
+import { checkBinAlone, checkBinWithPeers } from "./bin_smoke.ts";
 import type { DenoConfig } from "./config.ts";
 import { exportMapProblems, type PackageJson } from "./manifest.ts";
 import { run, runOk, step } from "./run.ts";
@@ -39,6 +41,14 @@ export async function readManifest(npmDir: string): Promise<PackageJson> {
 export async function checkExportMaps(config: DenoConfig, npmDir: string): Promise<void> {
   const problems = await exportMapProblems(config, await readManifest(npmDir), npmDir);
   if (problems.length > 0) throw new CheckFailed("export maps", problems.join("\n"));
+}
+
+/** Every `bin` file exists, starts with `#!/usr/bin/env node` and is executable. */
+export async function checkBins(npmDir: string): Promise<void> {
+  const { bin = {} } = await readManifest(npmDir);
+  const problems = await binProblems(npmDir, bin);
+  if (problems.length > 0) throw new CheckFailed("bin files", problems.join("\n"));
+  report("", `bin: ${Object.entries(bin).map(([name, file]) => `${name} → ${file}`).join(", ")}`);
 }
 
 /** publint, at every level down to suggestions, reports nothing. */
@@ -359,6 +369,9 @@ export async function checkScratchInstall(npmDir: string): Promise<void> {
     report("", "installed alone (no optional peer):");
     await loadAll(dir, [main]);
     report("", await runOk("node", ["--input-type=module", "-e", SMOKE, main], { cwd: dir }));
+    if (manifest.bin !== undefined) {
+      for (const line of await checkBinAlone(dir, manifest.version)) report("bin ", line);
+    }
 
     const peers = Object.entries(manifest.peerDependencies ?? {}).map(([n, r]) => `${n}@${r}`);
     const types = [`@types/node@${manifest.devDependencies["@types/node"]}`, SNIPPET_TYPES];
@@ -368,6 +381,9 @@ export async function checkScratchInstall(npmDir: string): Promise<void> {
     await loadAll(dir, all);
     typeCheckConsumer(dir, main, all);
     report("", "a consumer of every entry point type-checks (node16 and bundler resolution)");
+    if (manifest.bin !== undefined) {
+      for (const line of await checkBinWithPeers(dir)) report("bin ", line);
+    }
     await checkNodeSnippets(dir, [
       { name: "README.md", text: await Deno.readTextFile(`${npmDir}/README.md`) },
       ...await guides(),
@@ -393,6 +409,7 @@ export async function checkPackage(config: DenoConfig, npmDir: string): Promise<
     () => checkExportMaps(config, npmDir),
   );
   await step("npm pack lists only the package", () => checkPackedFiles(npmDir));
+  await step("bin files have a node shebang and are executable", () => checkBins(npmDir));
   await step("relative imports name published .js files", () => checkRelativeImports(npmDir));
   await step("publint", () => checkPublint(npmDir));
   await step("are the types wrong", () => checkTypes(npmDir));

@@ -31,6 +31,13 @@ const KEYWORDS = [
   "deno",
 ];
 
+/**
+ * The package's commands (npm `bin`): command name → the `deno.json` export it runs. The
+ * compiled file gets a `#!/usr/bin/env node` line (bin.ts), so that `npx @momotor/shared-state`
+ * and an installed `shared-state` run it with Node (issue 11).
+ */
+export const BINS: Readonly<Record<string, string>> = { "shared-state": "./cli" };
+
 /** The subset of `package.json` this build writes and checks. */
 export interface PackageJson {
   name: string;
@@ -44,6 +51,8 @@ export interface PackageJson {
   types: string;
   engines: { node: string };
   exports: Record<string, { types: string; default: string }>;
+  /** Command name → compiled file (`esm/cli.js`, no `./`: npm's own spelling). */
+  bin?: Record<string, string>;
   files: string[];
   dependencies?: Record<string, string>;
   peerDependencies?: Record<string, string>;
@@ -123,6 +132,11 @@ export function buildManifest(input: ManifestInput): PackageJson {
   const exports = Object.fromEntries(
     Object.entries(config.exports).map(([name, path]) => [name, exportEntry(path)]),
   );
+  const bin = Object.fromEntries(
+    Object.entries(BINS)
+      .filter(([, exportName]) => exportName in exports)
+      .map(([command, exportName]) => [command, exports[exportName].default.slice(2)]),
+  );
   return {
     name: config.name,
     version: config.version,
@@ -135,6 +149,7 @@ export function buildManifest(input: ManifestInput): PackageJson {
     main: exports["."].default,
     types: exports["."].types,
     exports,
+    ...(Object.keys(bin).length > 0 ? { bin } : {}),
     files,
     engines: { node: NODE_ENGINES },
     ...(dependencies.size > 0 ? { dependencies: sorted(dependencies) } : {}),

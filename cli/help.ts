@@ -1,0 +1,117 @@
+/** The `--help` texts of `shared-state` and of each subcommand (issue 11). */
+
+import { VERSION } from "./version.ts";
+
+const WHERE = `Where the locks live: --url URL, else $SHARED_STATE_URL, else $DATABASE_URL:
+  postgres://… or postgresql://…   PostgreSQL advisory locks (every machine on that database)
+  ws://… or wss://…                a shared-state broker; its token from --token or
+                                   $SHARED_STATE_TOKEN`;
+
+const RUN_EXIT_CODES = `Exit codes:
+  N        COMMAND's own exit code; 128+N when signal N ended it
+  64       bad usage: unknown flag, missing KEY or COMMAND, bad number, no URL
+  69       the backend is unreachable or refused (wrong token, pooler, missing driver)
+  74       the lock was lost while COMMAND ran: COMMAND got SIGTERM, then SIGKILL after
+           --kill-after
+  75       the lock was not acquired (busy, or timed out): COMMAND never ran
+  126/127  COMMAND could not be executed / was not found
+  128+N    signal N reached shared-state while it waited: COMMAND never ran`;
+
+/** `shared-state --help`. */
+export const MAIN_HELP: string =
+  `shared-state ${VERSION}: run a command under a named lock shared by every machine
+that uses the same PostgreSQL database or shared-state broker (flock(1) across machines).
+
+Usage:
+  shared-state run [options] KEY -- COMMAND [ARGS…]   run COMMAND holding the lock on KEY
+  shared-state test [options] KEY                      exit 0 if the lock on KEY is free now
+  shared-state id [--namespace NS] KEY                 KEY's PostgreSQL advisory lock id
+  shared-state broker [options]                        serve locks over WebSocket
+  shared-state SUBCOMMAND --help                       the options of a subcommand
+  shared-state --version
+
+${WHERE}
+
+Exit codes of run: COMMAND's own (128+N if signal N ended it); 64 bad usage; 69 backend
+unreachable or refused; 74 lock lost while COMMAND ran (it got SIGTERM, then SIGKILL); 75 lock
+not acquired (busy or timed out; COMMAND never ran). test: 0 free, 1 held, 64, 69.
+`;
+
+/** `shared-state run --help`. */
+export const RUN_HELP: string = `Usage: shared-state run [options] KEY -- COMMAND [ARGS…]
+
+Takes the lock on KEY, runs COMMAND, and releases the lock when COMMAND exits. COMMAND
+inherits stdin, stdout and stderr, and finds SHARED_STATE_KEY (KEY) and SHARED_STATE_MODE
+("exclusive" or "shared") in its environment.
+
+Options:
+  --shared          take the lock in shared mode (many holders at once); default exclusive
+  --timeout MS      give up after MS milliseconds; 0 tries once; default: wait for ever
+  --url URL         where the locks live (default $SHARED_STATE_URL, then $DATABASE_URL)
+  --token TOKEN     the broker's token (default $SHARED_STATE_TOKEN)
+  --namespace NS    the namespace of PostgreSQL lock ids (default: none)
+  --kill-after MS   when the lock is lost, COMMAND gets SIGTERM, then SIGKILL MS milliseconds
+                    later (default 10000)
+  --quiet           no "waiting" lines on stderr, no line when the lock is not acquired
+  -h, --help        this help
+
+While it waits longer than a second, a line on stderr says so (unless --quiet).
+
+Signals: SIGINT, SIGTERM and SIGHUP sent to shared-state go to COMMAND; the lock is released
+when COMMAND exits, never before. A signal while waiting ends the wait.
+
+${WHERE}
+
+${RUN_EXIT_CODES}
+`;
+
+/** `shared-state test --help`. */
+export const TEST_HELP: string = `Usage: shared-state test [options] KEY
+
+Whether a \`run --timeout 0\` on KEY would get the lock right now (the answer is transient).
+
+Options:
+  --shared          test for the shared mode; default exclusive
+  --url URL         where the locks live (default $SHARED_STATE_URL, then $DATABASE_URL)
+  --token TOKEN     the broker's token (default $SHARED_STATE_TOKEN)
+  --namespace NS    the namespace of PostgreSQL lock ids (default: none)
+  -h, --help        this help
+
+${WHERE}
+
+Exit codes: 0 free; 1 held; 64 bad usage; 69 the backend is unreachable or refused.
+`;
+
+/** `shared-state id --help`. */
+export const ID_HELP: string = `Usage: shared-state id [--namespace NS] KEY
+
+Prints the 64-bit PostgreSQL advisory lock id that run and test use for KEY, and how to find
+it in pg_locks (classid = its high 32 bits, objid = its low 32 bits, objsubid = 1).
+Connects to nothing.
+
+Options:
+  --namespace NS    the namespace of PostgreSQL lock ids (default: none)
+  -h, --help        this help
+
+Exit codes: 0; 64 bad usage.
+`;
+
+/** `shared-state broker --help`. */
+export const BROKER_HELP: string = `Usage: shared-state broker [options]
+
+Serves locks over WebSocket to \`run --url ws://HOST:PORT\` and BrokerState clients: a
+PostgresState when --url or $DATABASE_URL is a PostgreSQL URL (a gateway for clients that
+cannot reach the database), else an in-memory LocalState. Prints the URL it serves on stdout.
+Stops on SIGINT, SIGTERM or SIGHUP; its clients' locks are then released.
+
+Options:
+  --port P          TCP port (default 8787; 0 picks a free one)
+  --hostname H      interface to listen on (default 127.0.0.1; 0.0.0.0 serves other machines)
+  --token TOKEN     the token clients must present (default $TOKEN, then $SHARED_STATE_TOKEN)
+  --url URL         a PostgreSQL database to serve (default $DATABASE_URL; none: in memory)
+  --namespace NS    the namespace of PostgreSQL lock ids (default: none)
+  -h, --help        this help
+
+Exit codes: 0 once stopped; 64 bad usage (no token, bad port); 69 cannot listen, or the
+driver is missing.
+`;

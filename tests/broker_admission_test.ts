@@ -1,0 +1,120 @@
+/**
+ * The broker's connection limits (issue 9, item 7): past `maxUnauthenticated` or `maxConnections`
+ * a new connection is refused at once (HTTP 503 before the upgrade on Node, a `refused` frame
+ * after it on Deno and for a socket given to `accept`), a flood of them is answered and closed, the broker serves again once
+ * the flood is gone, and a refused `BrokerState` fails its requests at once, saying why. Small
+ * limits stand for the real ones: no test here exhausts file descriptors.
+ */
+
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { LocalState, LockFailed } from "../mod.ts";
+import { brokerHandler, BrokerState, CloseCode } from "../backends/broker.ts";
+import { clientOptions, type RunningBroker, startBroker } from "./broker_env.ts";
+import { FakeSocket } from "./broker_fake_socket.ts";
+import { RawClient } from "./broker_raw.ts";
+import { refusalMessage, TcpClient, upgradeAttempt } from "./broker_tcp.ts";
+import { macrotask } from "../testing/helpers.ts";
+
+const TOKEN = "admission-token";
+const MAX_CONNECTIONS = 6;
+const MAX_UNAUTHENTICATED = 3;
+const FLOOD = 300;
+/** Only a hang takes this long: every wait below is for something the broker does at once. */
+const DEADLINE = 10_000;
+
+/** Waits, in bounded steps, until `condition` holds; fails the test after {@link DEADLINE}. */
+async function until(condition: () => boolean, what: string): Promise<void> {
+  const start = performance.now();
+  while (!condition()) {
+    if (performance.now() - start > DEADLINE) assert.fail(`still not: ${what}`);
+    await macrotask(10);
+  }
+}
+
+describe("broker: connection limits", () => {
+  const served = new LocalState({ name: "served" });
+  let broker: RunningBroker;
+  const raw: TcpClient[] = [];
+  before(async () => {
+    broker = await startBroker(served, {
+      token: TOKEN,
+      maxConnections: MAX_CONNECTIONS,
+      maxUnauthenticated: MAX_UNAUTHENTICATED,
+      maxAuthFailures: 1000,
+    });
+  });
+  after(async () => {
+    await Promise.all(raw.map((client) => client.destroy()));
+    await broker.close();
+    await served.close();
+  });
+
+  it("refuses a flood past maxUnauthenticated at once, and serves again once it is gone", async () => {
+    const silent: TcpClient[] = [];
+    for (let i = 0; i < MAX_UNAUTHENTICATED; i++) {
+      silent.push(await TcpClient.upgraded(broker.port));
+    }
+    raw.push(...silent);
+    // Each one is refused and hung up on, although none of them answers anything.
+    const attempts = await Promise.all(
+      Array.from({ length: FLOOD }, () => upgradeAttempt(broker.port, DEADLINE)),
+    );
+    for (const attempt of attempts) {
+      assert.match(refusalMessage(attempt.text) ?? attempt.text, /authenticating \(at most 3\)/);
+      assert.ok(attempt.closedByServer, "a refused connection is still open");
+    }
+    assert.equal(broker.handler.connections, MAX_UNAUTHENTICATED);
+    // The flood is over: the silent ones leave, and a real client is served.
+    await Promise.all(silent.map((client) => client.destroy()));
+    await until(() => broker.handler.connections === 0, "the silent connections ended");
+    const state = new BrokerState(broker.url, await clientOptions(TOKEN));
+    try {
+      await (await state.getLock("after-flood")).release();
+    } finally {
+      await state.close();
+    }
+  });
+
+  it("fails the requests of a BrokerState past maxConnections at once, saying why", async () => {
+    const clients: RawClient[] = [];
+    for (let i = 0; i < MAX_CONNECTIONS; i++) {
+      clients.push(await RawClient.authenticated(broker.url, TOKEN));
+    }
+    const state = new BrokerState(broker.url, await clientOptions(TOKEN));
+    try {
+      // No timeout: only the refusal can end this request.
+      const error = await state.getLock("full").then(() => assert.fail("granted"), (e) => e);
+      assert.ok(error instanceof LockFailed, String(error));
+      assert.equal(error.reason, "refused");
+      assert.match(error.message, /refused the connection.*connection limit/);
+      await assert.rejects(state.testLock("full"), LockFailed);
+      // One leaves: the same state connects again and is served.
+      await clients.pop()!.close();
+      await until(() => broker.handler.connections < MAX_CONNECTIONS, "a connection ended");
+      await (await state.getLock("full")).release();
+    } finally {
+      await state.close();
+      await Promise.all(clients.map((client) => client.close()));
+    }
+  });
+
+  it("refuses a socket given to accept() past a limit with a refused frame and close 1013", async () => {
+    const handler = brokerHandler(served, { token: TOKEN, maxConnections: 1 });
+    try {
+      const first = new FakeSocket();
+      handler.accept(first, "192.0.2.1");
+      const second = new FakeSocket();
+      handler.accept(second, "192.0.2.2");
+      const refusal = await second.answer();
+      assert.equal(refusal.op, "refused");
+      assert.match(String(refusal.message), /connection limit \(1\)/);
+      assert.equal(second.closeCode, CloseCode.tryAgainLater);
+      assert.equal(handler.connections, 1);
+      first.receive({ op: "hello", version: 1, token: TOKEN });
+      assert.equal((await first.answer()).op, "welcome");
+    } finally {
+      await handler.close();
+    }
+  });
+});
