@@ -127,7 +127,7 @@ function shownSince(since: string | null, now: number): string {
 }
 
 /** The table: a header, then one line per entry, columns padded. */
-export function lockTable(entries: readonly LockEntry[], now = Date.now()): string {
+export function lockTable(entries: readonly LockEntry[], now: number = Date.now()): string {
   const rows = [
     ["KEY", "MODE", "STATE", "SINCE", "PID/CLIENT", "APPLICATION"],
     ...entries.map((entry) => [
