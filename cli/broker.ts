@@ -5,7 +5,12 @@
  */
 
 import { LocalState } from "../backends/local.ts";
-import { type BrokerHandler, brokerHandler, serveBroker } from "../backends/broker.ts";
+import {
+  type BrokerHandler,
+  brokerHandler,
+  type BrokerOptions,
+  serveBroker,
+} from "../backends/broker.ts";
 import type { StateABC } from "../state.ts";
 import { type BrokerArguments, UsageError } from "./args.ts";
 import {
@@ -17,6 +22,7 @@ import {
 } from "./backend.ts";
 import { ExitCode } from "./exit_codes.ts";
 import { tell } from "./messages.ts";
+import { serveResiliently } from "./deno_server.ts";
 import { catchSignals } from "./signals.ts";
 
 /** A listening broker. */
@@ -25,30 +31,54 @@ interface Listening {
   close(): Promise<void>;
 }
 
-// The part of Deno's API used here, typed locally: the npm build compiles without Deno's types.
-interface DenoServe {
-  serve(
-    options: {
-      hostname: string;
-      port: number;
-      onListen(address: { hostname: string; port: number }): void;
-    },
-    handler: (request: Request) => Response | Promise<Response>,
-  ): { addr: { port: number }; shutdown(): Promise<void> };
-}
-
-const deno = (globalThis as { Deno?: DenoServe }).Deno;
+const deno = (globalThis as { Deno?: Parameters<typeof serveResiliently>[0] }).Deno;
 
 function urlOf(hostname: string, port: number): string {
   return `ws://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}/`;
 }
 
-async function listen(state: StateABC, token: string, args: BrokerArguments): Promise<Listening> {
+/**
+ * The broker's options beyond the token, from the environment, as operators configure a service:
+ * `HEARTBEAT_INTERVAL`, `AUTH_TIMEOUT` and `AUTH_FAILURE_WINDOW` (ms), `MAX_CONNECTIONS`,
+ * `MAX_UNAUTHENTICATED` and `MAX_AUTH_FAILURES`. Unset ones keep `brokerHandler`'s defaults.
+ */
+export function brokerLimits(env: Environment): Omit<BrokerOptions, "token"> {
+  const read = (name: string): number | undefined => {
+    const text = env[name];
+    if (text === undefined || text === "") return undefined;
+    const value = Number(text);
+    if (!Number.isFinite(value)) {
+      throw new UsageError(`${name} must be a number, got ${JSON.stringify(text)}`, "broker");
+    }
+    return value;
+  };
+  const limits = {
+    heartbeatInterval: read("HEARTBEAT_INTERVAL"),
+    authTimeout: read("AUTH_TIMEOUT"),
+    authFailureWindow: read("AUTH_FAILURE_WINDOW"),
+    maxConnections: read("MAX_CONNECTIONS"),
+    maxUnauthenticated: read("MAX_UNAUTHENTICATED"),
+    maxAuthFailures: read("MAX_AUTH_FAILURES"),
+  };
+  // Left out, not `undefined`: the options are checked strictly.
+  return Object.fromEntries(Object.entries(limits).filter(([, value]) => value !== undefined));
+}
+
+async function listen(
+  state: StateABC,
+  options: BrokerOptions,
+  args: BrokerArguments,
+): Promise<Listening> {
   if (deno !== undefined) {
-    const handler: BrokerHandler = brokerHandler(state, { token });
+    let handler: BrokerHandler;
+    try {
+      handler = brokerHandler(state, options);
+    } catch (error) {
+      throw new UsageError(error instanceof Error ? error.message : String(error), "broker");
+    }
     let server;
     try {
-      server = deno.serve({ hostname: args.hostname, port: args.port, onListen() {} }, handler);
+      server = serveResiliently(deno, handler, args.hostname, args.port);
     } catch (error) {
       await handler.close();
       throw new BackendUnavailable(`cannot listen on ${args.hostname}:${args.port}: ${error}`, {
@@ -56,17 +86,25 @@ async function listen(state: StateABC, token: string, args: BrokerArguments): Pr
       });
     }
     return {
-      url: urlOf(args.hostname, server.addr.port),
+      url: urlOf(args.hostname, server.port),
       async close() {
         await handler.close();
-        await server.shutdown();
+        await server.close();
       },
     };
   }
   try {
-    const server = await serveBroker({ state, token, port: args.port, hostname: args.hostname });
+    const server = await serveBroker({
+      ...options,
+      state,
+      port: args.port,
+      hostname: args.hostname,
+    });
     return { url: urlOf(args.hostname, server.port), close: server.close };
   } catch (error) {
+    if (error instanceof TypeError || error instanceof RangeError) {
+      throw new UsageError(error.message, "broker");
+    }
     throw missingPackage(error, "ws") ??
       new BackendUnavailable(`cannot listen on ${args.hostname}:${args.port}: ${error}`, {
         cause: error,
@@ -115,7 +153,7 @@ export async function serveBrokerUntilStopped(
   const stopped = new Promise<void>((resolve) => stop = resolve);
   const stopCatching = catchSignals(() => stop());
   try {
-    const server = await listen(state, token, args);
+    const server = await listen(state, { ...brokerLimits(env), token }, args);
     console.log(
       `shared-state broker: serving ${url === undefined ? "memory" : "PostgreSQL"} locks on ` +
         server.url,

@@ -136,6 +136,11 @@ Options:
   --namespace NS    the namespace of PostgreSQL lock ids (default: none)
   -h, --help        this help
 
-Exit codes: 0 once stopped; 64 bad usage (no token, bad port); 69 cannot listen, or the
-driver is missing.
+Limits and heartbeat from the environment (unset: the defaults of the broker guide):
+$HEARTBEAT_INTERVAL, $AUTH_TIMEOUT and $AUTH_FAILURE_WINDOW (ms), $MAX_CONNECTIONS,
+$MAX_UNAUTHENTICATED, $MAX_AUTH_FAILURES. On Deno, a broker that runs out of file
+descriptors (a flood of connections) listens again once it can, serving those it has.
+
+Exit codes: 0 once stopped; 64 bad usage (no token, bad port or limit); 69 cannot listen, or
+the driver is missing.
 `;

@@ -1,5 +1,5 @@
 /**
- * Measures how the shipped broker (`scripts/broker.ts`, what `deno task broker` runs) stands a
+ * Measures how the shipped broker (`shared-state broker`, what `deno task broker` runs) stands a
  * flood, for issue 9: started with few file descriptors (`ulimit -n`), it is flooded with
  * connections that send half an HTTP request, then with upgrades that never send a hello; the
  * script reports whether the broker stayed up, how soon a client is served once the flood is
@@ -7,7 +7,7 @@
  * Manual, not a test: it takes a while and exhausts the broker's descriptors on purpose.
  *
  * Usage: `deno run --allow-all scripts/measure_broker_flood.ts [--fds N] [--flood N]
- * [--broker PATH]` (defaults: 256 descriptors, 2000 connections, this checkout's broker). All
+ * [--cli PATH]` (defaults: 256 descriptors, 2000 connections, this checkout's cli.ts). All
  * traffic stays on 127.0.0.1.
  *
  * @module
@@ -26,7 +26,7 @@ const { values } = parseArgs({
   options: {
     fds: { type: "string", default: "256" },
     flood: { type: "string", default: "2000" },
-    broker: { type: "string", default: new URL("./broker.ts", import.meta.url).pathname },
+    cli: { type: "string", default: new URL("../cli.ts", import.meta.url).pathname },
   },
 });
 const fds = Number(values.fds);
@@ -49,13 +49,13 @@ async function startBroker(port: number, env: Record<string, string> = {}) {
   const command = new Deno.Command("bash", {
     args: [
       "-c",
-      `ulimit -n ${fds}; exec "$0" run --allow-net --allow-env --allow-read "$1"`,
+      `ulimit -n ${fds}; exec "$0" run --allow-all "$1" broker --port "$2"`,
       Deno.execPath(),
-      values.broker!,
+      values.cli!,
+      String(port),
     ],
     env: {
       TOKEN,
-      PORT: String(port),
       AUTH_TIMEOUT: String(AUTH_TIMEOUT),
       MAX_UNAUTHENTICATED: String(MAX_UNAUTHENTICATED),
       ...env,
@@ -148,7 +148,7 @@ const url = `ws://127.0.0.1:${port}/`;
 // Every client here has the same address: the brake on failed authentications (connections that
 // never send a hello count) would soon refuse them all. It is measured on a broker of its own.
 const broker = await startBroker(port, { MAX_AUTH_FAILURES: "1000000" });
-console.log(`broker ${values.broker} on port ${port}, ulimit -n ${fds}`);
+console.log(`broker ${values.cli} on port ${port}, ulimit -n ${fds}`);
 
 // 1. Connections the broker ends (no hello within AUTH_TIMEOUT), whose peers never answer.
 {

@@ -24,7 +24,8 @@ import { RawClient } from "./broker_raw.ts";
 import { eventually, postgresSkip, runName, testState } from "./postgres_env.ts";
 
 const TOKEN = "fencing-test-token";
-const OWNER = (name: string) => new RegExp(`^${name} \\(broker connection \\d+\\)$`);
+/** How the broker names a client: `name (broker connection N from ADDRESS)`. */
+const OWNER = (name: string) => new RegExp(`^${name} \\(broker connection \\d+( from \\S+)?\\)$`);
 
 describe("broker: fencing tokens and inspect", () => {
   const served = new LocalState({ name: "served" });

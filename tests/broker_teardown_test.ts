@@ -104,7 +104,7 @@ describe("broker: ended connections are closed at the TCP level", () => {
   it("for an HTTP request whose headers never finish, after the auth timeout", {
     skip: isDeno
       ? "Deno.serve cannot time out a request whose headers never finish (denoland/deno#3515; " +
-        "measured on Deno 2.9: still open after 70 s); scripts/broker.ts survives the EMFILE " +
+        "measured on Deno 2.9: still open after 70 s); the shipped broker (shared-state broker) survives the EMFILE " +
         "such a flood causes instead"
       : false,
   }, async () => {

@@ -106,7 +106,7 @@ describe("shared-state locks on a broker", () => {
     assert.equal(entry.key, "k");
     assert.equal(entry.mode, "shared");
     assert.equal(entry.state, "held");
-    assert.match(entry.owner!, /^alpha \(broker connection \d+\)$/);
+    assert.match(entry.owner!, /^alpha \(broker connection \d+( from \S+)?\)$/);
     assert.ok(!Number.isNaN(Date.parse(entry.since!)));
     const table = await runCli(["locks", "k"], { env });
     assert.match(table.stdout.split("\n")[1], /^k +shared +held +\S+ \(.* ago\) +alpha \(broker/);

@@ -4,10 +4,9 @@
  */
 
 import { LockFailed, type LockFailedReason, type LockLostReason } from "../../errors.ts";
-import { aborted, timedOut } from "../../internal/failures.ts";
 import { BaseLock } from "../../internal/base_lock.ts";
-import { DeadlineTimer } from "../../internal/deadline.ts";
 import { holderEntry } from "../../internal/holders.ts";
+import { RequestWait } from "../../internal/request_wait.ts";
 import { backendLogger } from "../../internal/log.ts";
 import type { Lock, LockInfo, LockRequest } from "../../state.ts";
 import { Heartbeat } from "./heartbeat.ts";
@@ -39,27 +38,40 @@ export interface ConnectionConfig {
   name: string;
 }
 
+/**
+ * Where an acquire request stands, as the client sees it (issue 10: one explicit state each, so
+ * that what a state needs is there, and nothing else).
+ */
+type AcquireState =
+  /** The caller awaits a grant. */
+  | { readonly phase: "waiting"; readonly wait: RequestWait<Lock> }
+  /** The caller has the lock. */
+  | { readonly phase: "held"; readonly lock: BrokerLock }
+  /** The caller released it; `released` settles its `release()` once the broker confirms. */
+  | { readonly phase: "releasing"; readonly released: () => void }
+  /**
+   * The caller has its answer (it gave up, or the state closed): only the broker's final frame
+   * for this id is awaited, so that the id is not reused while the broker still knows it.
+   */
+  | { readonly phase: "abandoned" };
+
 /** An acquire request, then the lock it became. */
 interface AcquireEntry {
   readonly kind: "acquire";
   readonly id: number;
   readonly key: string;
   readonly request: LockRequest;
-  /**
-   * waiting: the caller awaits a grant. held: the caller has the lock. releasing: a release was
-   * sent. abandoned: the caller has its answer (gave up, or the state closed) and only the
-   * broker's final frame for this id is awaited.
-   */
-  phase: "waiting" | "held" | "releasing" | "abandoned";
-  resolve: (lock: Lock) => void;
-  reject: (error: LockFailed) => void;
-  timer: DeadlineTimer | undefined;
-  onAbort: (() => void) | undefined;
-  lock: BrokerLock | undefined;
-  released: (() => void) | undefined;
-  /** Issue 12: a `fence` sent and not yet answered. */
-  fencing: { resolve(token: bigint): void; reject(error: Error): void } | undefined;
+  state: AcquireState;
 }
+
+/** Where a `testLock` in flight stands. */
+type TestState =
+  | {
+    readonly phase: "waiting";
+    readonly resolve: (free: boolean) => void;
+    readonly reject: (error: LockFailed) => void;
+  }
+  | { readonly phase: "abandoned" };
 
 /** A `testLock` in flight. */
 interface TestEntry {
@@ -67,29 +79,49 @@ interface TestEntry {
   readonly id: number;
   readonly key: string;
   readonly exclusive: boolean;
-  phase: "waiting" | "abandoned";
-  resolve: (free: boolean) => void;
-  reject: (error: LockFailed) => void;
+  state: TestState;
 }
 
-/** An `inspect` in flight (issue 12). */
+/** Where an `inspect` in flight stands (issue 12). */
+type InspectState =
+  | {
+    readonly phase: "waiting";
+    readonly resolve: (info: LockInfo) => void;
+    readonly reject: (error: LockFailed) => void;
+  }
+  | { readonly phase: "abandoned" };
+
+/** An `inspect` in flight (issue 12); `exclusive` only for the LockFailed it may fail with. */
 interface InspectEntry {
   readonly kind: "inspect";
   readonly id: number;
   readonly key: string;
   readonly exclusive: true;
-  phase: "waiting" | "abandoned";
-  resolve: (info: LockInfo) => void;
-  reject: (error: LockFailed) => void;
+  state: InspectState;
 }
 
 type Entry = AcquireEntry | TestEntry | InspectEntry;
+
+/** A `fence` sent for a held lock, awaiting its `fenced` (issue 12). */
+interface Fence {
+  readonly resolve: (token: bigint) => void;
+  readonly reject: (error: Error) => void;
+}
 
 function fromWire(entries: readonly WireHolder[]) {
   return entries.map(({ exclusive, since, owner }) =>
     holderEntry(exclusive, since === undefined ? undefined : new Date(since), owner)
   );
 }
+
+/** Where the connection stands. */
+type ConnectionState =
+  /** The socket opens, or `hello` awaits `welcome`: frames wait in the outbox, in order. */
+  | { readonly phase: "connecting"; readonly outbox: (() => ClientFrame)[] }
+  | { readonly phase: "open" }
+  /** The state closes: releases were sent, `drained` is called once no entry is left. */
+  | { readonly phase: "closing"; readonly drained: () => void }
+  | { readonly phase: "ended" };
 
 /** A lock held through the broker. */
 class BrokerLock extends BaseLock {
@@ -106,7 +138,7 @@ class BrokerLock extends BaseLock {
     return this.#connection.release(this.#entry);
   }
 
-  /** The served state's token, asked for over the connection. */
+  /** The served state's token, asked for over the connection (issue 12). */
   protected override fence(): Promise<bigint> {
     return this.#connection.fence(this.#entry);
   }
@@ -185,13 +217,12 @@ function handshakeFailure(cause: unknown): string | undefined {
 export class Connection {
   readonly #config: ConnectionConfig;
   readonly #entries = new Map<number, Entry>();
+  /** Issue 12: the `fence`s in flight, by the id of their held acquire. */
+  readonly #fences = new Map<number, Fence>();
   #nextId = 1;
-  #phase: "connecting" | "open" | "closing" | "ended" = "connecting";
-  /** Frames to send once the broker welcomed us, in order. */
-  #outbox: (() => ClientFrame)[] = [];
+  #state: ConnectionState = { phase: "connecting", outbox: [] };
   #socket: WebSocketLike | undefined;
   #heartbeat: Heartbeat;
-  #drained: (() => void) | undefined;
 
   constructor(config: ConnectionConfig) {
     this.#config = config;
@@ -204,7 +235,7 @@ export class Connection {
       socket.addEventListener("close", (event: CloseEvent) => this.#closed(event));
       socket.addEventListener("error", (event: Event) => {
         const cause = (event as ErrorEvent).error ?? (event as ErrorEvent).message ?? event;
-        const refused = this.#phase === "connecting" ? handshakeFailure(cause) : undefined;
+        const refused = this.#state.phase === "connecting" ? handshakeFailure(cause) : undefined;
         this.#end(
           refused === undefined
             ? this.#loss(cause)
@@ -222,7 +253,8 @@ export class Connection {
     return new Heartbeat(
       interval,
       () => {
-        if (this.#phase === "open" || this.#phase === "closing") this.#send({ op: "ping" });
+        const { phase } = this.#state;
+        if (phase === "open" || phase === "closing") this.#send({ op: "ping" });
       },
       (silentFor) =>
         this.#end(
@@ -237,50 +269,33 @@ export class Connection {
 
   /** `true` once the connection ended: the state opens a new one for its next request. */
   get ended(): boolean {
-    return this.#phase === "ended" || this.#phase === "closing";
+    return this.#state.phase === "ended" || this.#state.phase === "closing";
   }
 
   /** Sends an acquire request; settles with the lock or {@link LockFailed}. */
   acquire(key: string, request: LockRequest): Promise<Lock> {
-    return new Promise<Lock>((resolve, reject) => {
-      const entry: AcquireEntry = {
-        kind: "acquire",
-        id: this.#nextId++,
-        key,
-        request,
-        phase: "waiting",
-        resolve,
-        reject,
-        timer: undefined,
-        onAbort: undefined,
-        lock: undefined,
-        released: undefined,
-        fencing: undefined,
-      };
-      this.#entries.set(entry.id, entry);
-      const { deadline, signal, timeout, exclusive } = request;
-      if (deadline !== undefined && !request.tryOnce) {
-        entry.timer = new DeadlineTimer(deadline, () => {
-          this.#giveUp(entry, timedOut({ key, exclusive }, timeout));
-        });
-      }
-      if (signal !== undefined) {
-        entry.onAbort = () => {
-          this.#giveUp(entry, aborted({ key, exclusive }, signal));
-        };
-        signal.addEventListener("abort", entry.onAbort, { once: true });
-      }
-      this.#send(() => ({
-        op: "acquire",
-        id: entry.id,
-        key,
-        exclusive,
-        // Measured from the caller's call: the broker gets what is left of it.
-        timeout: deadline === undefined
-          ? undefined
-          : Math.max(0, Math.ceil(deadline - performance.now())),
-      }));
-    });
+    const { exclusive, deadline } = request;
+    const entry: AcquireEntry = {
+      kind: "acquire",
+      id: this.#nextId++,
+      key,
+      request,
+      state: { phase: "abandoned" },
+    };
+    const wait = new RequestWait<Lock>({ key, exclusive }, request, () => this.#gaveUp(entry));
+    entry.state = { phase: "waiting", wait };
+    this.#entries.set(entry.id, entry);
+    this.#send(() => ({
+      op: "acquire",
+      id: entry.id,
+      key,
+      exclusive,
+      // Measured from the caller's call: the broker gets what is left of it.
+      timeout: deadline === undefined
+        ? undefined
+        : Math.max(0, Math.ceil(deadline - performance.now())),
+    }));
+    return wait.promise;
   }
 
   /** Asks whether `key` is free for `exclusive`. */
@@ -291,9 +306,7 @@ export class Connection {
         id: this.#nextId++,
         key,
         exclusive,
-        phase: "waiting",
-        resolve,
-        reject,
+        state: { phase: "waiting", resolve, reject },
       };
       this.#entries.set(entry.id, entry);
       this.#send({ op: "test", id: entry.id, key, exclusive });
@@ -308,97 +321,78 @@ export class Connection {
         id: this.#nextId++,
         key,
         exclusive: true,
-        phase: "waiting",
-        resolve,
-        reject,
+        state: { phase: "waiting", resolve, reject },
       };
       this.#entries.set(entry.id, entry);
       this.#send({ op: "inspect", id: entry.id, key });
     });
   }
 
-  /** Issue 12: the fencing token of a held lock, made by the served state. */
+  /**
+   * Issue 12: the fencing token of a held lock, made by the served state. A release waits for it
+   * (`BaseLock.release`), so the lock stays held until the answer.
+   */
   fence(entry: AcquireEntry): Promise<bigint> {
-    if (entry.phase !== "held" || this.#entries.get(entry.id) !== entry) {
+    if (entry.state.phase !== "held" || this.#entries.get(entry.id) !== entry) {
       return Promise.reject(new Error("the lock is not held on the broker"));
     }
     return new Promise<bigint>((resolve, reject) => {
-      entry.fencing = { resolve, reject };
+      this.#fences.set(entry.id, { resolve, reject });
       this.#send({ op: "fence", id: entry.id });
     });
   }
 
-  /** A `fence` in flight gets no answer: the lock is gone (its holder knows by then). */
-  #unfence(entry: AcquireEntry, message: string): void {
-    const fencing = entry.fencing;
-    entry.fencing = undefined;
-    fencing?.reject(new Error(message));
+  /** The lock of `id` is gone: a `fence` in flight gets no answer (its holder knows by then). */
+  #unfence(id: number, message: string): void {
+    const fence = this.#fences.get(id);
+    this.#fences.delete(id);
+    fence?.reject(new Error(message));
   }
 
   /** Releases a held lock; resolves once the broker freed it (or the connection is gone). */
   release(entry: AcquireEntry): Promise<void> {
-    if (entry.phase !== "held" || this.#entries.get(entry.id) !== entry) {
+    if (entry.state.phase !== "held" || this.#entries.get(entry.id) !== entry) {
       return Promise.resolve();
     }
-    entry.phase = "releasing";
-    const done = new Promise<void>((resolve) => {
-      entry.released = resolve;
-    });
+    let released!: () => void;
+    const done = new Promise<void>((resolve) => released = resolve);
+    entry.state = { phase: "releasing", released };
     this.#send({ op: "release", id: entry.id });
     return done;
   }
 
   /**
    * For the state's close: fails waiting requests, loses held locks, releases them on the broker,
-   * waits for the broker to confirm everything, then closes the socket.
+   * waits for the broker to confirm everything, then closes the socket. Never rejects.
    */
   async close(): Promise<void> {
-    if (this.#phase === "ended" || this.#phase === "closing") return;
+    const { phase } = this.#state;
+    if (phase === "ended" || phase === "closing") return;
     const ending: Ending = {
       message: "the state was closed",
       cause: undefined,
       failed: "closed",
       lost: "closed",
     };
-    if (this.#phase === "connecting") {
+    if (phase === "connecting") {
       // Nothing was sent yet: there is nothing to undo on the broker.
       this.#end(ending, CloseCode.normal);
       return;
     }
-    this.#phase = "closing";
-    const held: BrokerLock[] = [];
-    for (const entry of this.#entries.values()) {
-      if (entry.kind !== "acquire") {
-        if (entry.phase === "waiting") this.#abandon(entry, ending);
-      } else if (entry.phase === "waiting") {
-        this.#giveUp(
-          entry,
-          new LockFailed(ending.message, { ...this.#details(entry), reason: ending.failed }),
-        );
-      } else if (entry.phase === "held") {
-        entry.phase = "abandoned";
-        this.#send({ op: "release", id: entry.id });
-        held.push(entry.lock!);
-      }
-    }
-    for (const lock of held) lock.lose(ending.lost, ending.message);
-    for (const entry of this.#entries.values()) {
-      if (entry.kind === "acquire") this.#unfence(entry, ending.message);
-    }
-    if (this.#entries.size > 0) {
-      await new Promise<void>((resolve) => {
-        this.#drained = resolve;
-      });
-    }
+    const drained = new Promise<void>((resolve) => {
+      this.#state = { phase: "closing", drained: resolve };
+    });
+    this.#answerAll(ending, true);
+    if (this.#entries.size > 0) await drained;
     this.#end(ending, CloseCode.normal);
   }
 
-  #details(entry: AcquireEntry) {
+  #details(entry: AcquireEntry): { key: string; exclusive: boolean } {
     return { key: entry.key, exclusive: entry.request.exclusive };
   }
 
   #lossMessage(): string {
-    return this.#phase === "connecting"
+    return this.#state.phase === "connecting"
       ? "the broker could not be reached"
       : "the connection to the broker was lost";
   }
@@ -408,13 +402,20 @@ export class Connection {
     return { message, cause, failed: "unreachable", lost: "disconnected" };
   }
 
+  /**
+   * Sends a frame, or queues it while connecting. Any socket access can throw (a runtime that
+   * forbids I/O from another request, a socket closed under us): that ends the connection, which
+   * fails what it carried with LockFailed and LockLost, and the next request opens another.
+   */
   #send(frame: ClientFrame | (() => ClientFrame)): void {
-    if (this.#phase === "connecting") {
-      this.#outbox.push(typeof frame === "function" ? frame : () => frame);
+    const state = this.#state;
+    if (state.phase === "connecting") {
+      state.outbox.push(typeof frame === "function" ? frame : () => frame);
       return;
     }
-    if (this.#phase === "ended" || this.#socket?.readyState !== OPEN) return;
+    if (state.phase === "ended") return;
     try {
+      if (this.#socket?.readyState !== OPEN) return;
       this.#socket.send(JSON.stringify(typeof frame === "function" ? frame() : frame));
     } catch (error) {
       this.#end(this.#loss(error));
@@ -422,7 +423,7 @@ export class Connection {
   }
 
   #opened(): void {
-    if (this.#phase !== "connecting") return;
+    if (this.#state.phase !== "connecting") return;
     try {
       const hello: ClientFrame = {
         op: "hello",
@@ -454,7 +455,7 @@ export class Connection {
   }
 
   #receive(data: unknown): void {
-    if (this.#phase === "ended") return;
+    if (this.#state.phase === "ended") return;
     this.#heartbeat.heard();
     let frame: ServerFrame;
     try {
@@ -504,7 +505,8 @@ export class Connection {
   }
 
   #welcomed(version: number, brokerInterval: number): void {
-    if (this.#phase !== "connecting") return;
+    const state = this.#state;
+    if (state.phase !== "connecting") return;
     if (version !== PROTOCOL_VERSION) {
       const message = `the broker speaks protocol version ${version}, not ${PROTOCOL_VERSION}`;
       this.#end(
@@ -513,7 +515,7 @@ export class Connection {
       );
       return;
     }
-    this.#phase = "open";
+    this.#state = { phase: "open" };
     // The broker drops clients silent for two of its intervals: ping at least that often.
     if (
       Number.isFinite(brokerInterval) && brokerInterval > 0 &&
@@ -523,9 +525,7 @@ export class Connection {
       this.#heartbeat = this.#startHeartbeat(brokerInterval);
     }
     log.debug("{name}: connected to {url}", { name: this.#config.name, url: this.#config.url });
-    const outbox = this.#outbox;
-    this.#outbox = [];
-    for (const frame of outbox) this.#send(frame);
+    for (const frame of state.outbox) this.#send(frame);
   }
 
   #granted(id: number): void {
@@ -536,31 +536,32 @@ export class Connection {
       return;
     }
     // An abandoned request was cancelled: the broker releases it and answers "released".
-    if (entry.phase !== "waiting") return;
-    this.#settle(entry);
-    entry.phase = "held";
-    entry.lock = new BrokerLock(this, entry);
-    entry.resolve(entry.lock);
+    const state = entry.state;
+    if (state.phase !== "waiting") return;
+    const lock = new BrokerLock(this, entry);
+    entry.state = { phase: "held", lock };
+    state.wait.grant(lock);
   }
 
   #failed(id: number, reason: FailureReason, message: string): void {
     const entry = this.#entries.get(id);
     if (entry === undefined) return;
-    if (entry.kind === "acquire" && (entry.phase === "held" || entry.phase === "releasing")) {
+    const phase = entry.state.phase;
+    if (phase === "held" || phase === "releasing") {
       // Only a malformed-release reply can get here; the lock is gone either way.
       return this.#lost(id, message);
     }
     this.#delete(entry);
-    if (entry.phase !== "waiting") return;
-    if (entry.kind === "acquire") this.#settle(entry);
+    if (entry.state.phase !== "waiting") return;
     const details = entry.kind === "acquire"
       ? this.#details(entry)
-      : { key: entry.key, exclusive: entry.exclusive as boolean };
+      : { key: entry.key, exclusive: entry.exclusive };
     // A busy, timed-out or closed failure says all in its own message; the broker's message
     // would only repeat it (it is the served state's LockFailed message).
     const repeats = reason === "busy" || reason === "timeout" || reason === "closed";
     const timeout = entry.kind === "acquire" ? entry.request.timeout : undefined;
-    entry.reject(
+    this.#fail(
+      entry,
       new LockFailed(failureMessage(entry, reason, message), {
         ...details,
         reason: failedReason(reason, timeout),
@@ -572,122 +573,127 @@ export class Connection {
   #finished(id: number): void {
     const entry = this.#entries.get(id);
     if (entry === undefined || entry.kind !== "acquire") return;
-    if (entry.phase === "held") return this.#lost(id, "released by the broker");
+    if (entry.state.phase === "held") return this.#lost(id, "released by the broker");
     this.#delete(entry);
-    entry.released?.();
+    if (entry.state.phase === "releasing") entry.state.released();
   }
 
   #lost(id: number, message: string): void {
     const entry = this.#entries.get(id);
     if (entry === undefined || entry.kind !== "acquire") return;
     this.#delete(entry);
-    if (entry.phase === "held") {
-      entry.lock!.lose("disconnected", `the broker lost it: ${message}`, new Error(message));
-      this.#unfence(entry, message);
-    } else if (entry.phase === "waiting") {
-      this.#settle(entry);
-      entry.reject(
+    const state = entry.state;
+    entry.state = { phase: "abandoned" };
+    if (state.phase === "held") {
+      state.lock.lose("disconnected", `the broker lost it: ${message}`, new Error(message));
+      this.#unfence(id, message);
+    } else if (state.phase === "waiting") {
+      state.wait.fail(
         new LockFailed(`the broker lost it: ${message}`, {
           ...this.#details(entry),
           reason: "unreachable",
         }),
       );
+    } else if (state.phase === "releasing") {
+      state.released();
     }
-    entry.released?.();
   }
 
   #tested(id: number, free: boolean): void {
     const entry = this.#entries.get(id);
     if (entry === undefined || entry.kind !== "test") return;
     this.#delete(entry);
-    if (entry.phase === "waiting") entry.resolve(free);
+    if (entry.state.phase === "waiting") entry.state.resolve(free);
   }
 
   #fenced(id: number, token: string | undefined, message: string | undefined): void {
-    const entry = this.#entries.get(id);
-    if (entry?.kind !== "acquire" || entry.fencing === undefined) return;
-    const { resolve, reject } = entry.fencing;
-    entry.fencing = undefined;
-    if (token !== undefined) resolve(BigInt(token));
-    else reject(new Error(`the broker could not make a fencing token: ${message}`));
+    const fence = this.#fences.get(id);
+    if (fence === undefined) return;
+    this.#fences.delete(id);
+    if (token !== undefined) fence.resolve(BigInt(token));
+    else fence.reject(new Error(`the broker could not make a fencing token: ${message}`));
   }
 
   #inspected(id: number, holders: WireHolder[], waiters: WireHolder[]): void {
     const entry = this.#entries.get(id);
-    if (entry?.kind !== "inspect") return;
+    if (entry === undefined || entry.kind !== "inspect") return;
     this.#delete(entry);
-    if (entry.phase === "waiting") {
-      entry.resolve({ key: entry.key, holders: fromWire(holders), waiters: fromWire(waiters) });
-    }
+    if (entry.state.phase !== "waiting") return;
+    entry.state.resolve({ key: entry.key, holders: fromWire(holders), waiters: fromWire(waiters) });
   }
 
-  /** The caller gave up on a waiting request: answer it now, cancel it on the broker. */
-  #giveUp(entry: AcquireEntry, error: LockFailed): void {
-    if (entry.phase !== "waiting") return;
-    this.#settle(entry);
-    entry.phase = "abandoned";
-    entry.reject(error);
+  /** The caller gave up on a waiting request (its wait failed it): cancel it on the broker. */
+  #gaveUp(entry: AcquireEntry): void {
+    if (entry.state.phase !== "waiting") return;
+    entry.state = { phase: "abandoned" };
     this.#send({ op: "cancel", id: entry.id });
   }
 
-  #abandon(entry: TestEntry | InspectEntry, ending: Ending): void {
-    entry.phase = "abandoned";
-    entry.reject(
-      new LockFailed(ending.message, {
-        key: entry.key,
-        exclusive: entry.exclusive,
-        reason: ending.failed,
-        cause: ending.cause,
-      }),
-    );
+  /** Fails a request that still waits; it is abandoned from then on. */
+  #fail(entry: Entry, error: LockFailed): void {
+    const state = entry.state;
+    entry.state = { phase: "abandoned" };
+    if (state.phase !== "waiting") return;
+    if ("wait" in state) state.wait.fail(error);
+    else state.reject(error);
   }
 
-  /** Stops the timer and abort listener of a request that got its answer. */
-  #settle(entry: AcquireEntry): void {
-    entry.timer?.cancel();
-    entry.timer = undefined;
-    if (entry.onAbort !== undefined) {
-      entry.request.signal!.removeEventListener("abort", entry.onAbort);
-      entry.onAbort = undefined;
+  /**
+   * Answers every request of the connection because it ends (`ending`): waiting ones fail, held
+   * locks are lost. While the broker is still there (`undo`, the state's close), what it granted
+   * is released on it and what it awaits is cancelled, and each entry stays until the broker
+   * confirms; otherwise every entry goes at once.
+   */
+  #answerAll(ending: Ending, undo: boolean): void {
+    for (const entry of [...this.#entries.values()]) {
+      const state = entry.state;
+      if (state.phase === "releasing") {
+        if (!undo) {
+          this.#delete(entry);
+          state.released();
+        }
+        continue;
+      }
+      if (state.phase === "waiting") {
+        const details = entry.kind === "acquire"
+          ? this.#details(entry)
+          : { key: entry.key, exclusive: entry.exclusive };
+        this.#fail(
+          entry,
+          new LockFailed(ending.message, {
+            ...details,
+            reason: ending.failed,
+            cause: ending.cause,
+          }),
+        );
+        if (undo && entry.kind === "acquire") this.#send({ op: "cancel", id: entry.id });
+      } else if (state.phase === "held") {
+        entry.state = { phase: "abandoned" };
+        if (undo) this.#send({ op: "release", id: entry.id });
+        state.lock.lose(ending.lost, ending.message, ending.cause);
+        this.#unfence(entry.id, ending.message);
+      }
+      if (!undo) this.#delete(entry);
     }
   }
 
   #delete(entry: Entry): void {
     this.#entries.delete(entry.id);
-    if (this.#entries.size === 0) this.#drained?.();
+    const state = this.#state;
+    if (this.#entries.size === 0 && state.phase === "closing") state.drained();
   }
 
   /** The connection is over: every request it carried fails, every lock it held is lost. */
   #end(ending: Ending, code?: number): void {
-    if (this.#phase === "ended") return;
-    const wasConnecting = this.#phase === "connecting";
-    this.#phase = "ended";
+    const state = this.#state;
+    if (state.phase === "ended") return;
+    this.#state = { phase: "ended" };
     this.#heartbeat.stop();
-    this.#outbox = [];
-    const entries = [...this.#entries.values()];
-    this.#entries.clear();
-    for (const entry of entries) {
-      if (entry.kind !== "acquire") {
-        if (entry.phase === "waiting") this.#abandon(entry, ending);
-      } else if (entry.phase === "waiting") {
-        this.#settle(entry);
-        entry.reject(
-          new LockFailed(ending.message, {
-            ...this.#details(entry),
-            reason: ending.failed,
-            cause: ending.cause,
-          }),
-        );
-      } else if (entry.phase === "held") {
-        entry.lock!.lose(ending.lost, ending.message, ending.cause);
-        this.#unfence(entry, ending.message);
-      } else {
-        this.#unfence(entry, ending.message);
-        entry.released?.();
-      }
-    }
-    this.#drained?.();
-    if (entries.length > 0 || !wasConnecting) {
+    const carried = this.#entries.size;
+    this.#answerAll(ending, false);
+    for (const id of [...this.#fences.keys()]) this.#unfence(id, ending.message);
+    if (state.phase === "closing") state.drained();
+    if (carried > 0 || state.phase !== "connecting") {
       log.debug("{name}: connection ended: {message}", {
         name: this.#config.name,
         message: ending.message,
@@ -700,7 +706,7 @@ export class Connection {
       try {
         this.#socket?.close();
       } catch {
-        // already closed
+        // already closed, or a runtime that forbids it: the connection is over either way
       }
     }
   }

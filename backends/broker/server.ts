@@ -38,9 +38,10 @@ export interface BrokerOptions {
   /** The shared secret every client must present first. Must not be empty. */
   token: string;
   /**
-   * How often, in milliseconds, the broker pings each client. A client silent for two intervals
-   * is disconnected and its locks released, so a half-open connection is noticed within three
-   * intervals. Default 5000.
+   * The heartbeat interval in milliseconds, announced to clients in `welcome`: each client pings
+   * at least this often and the broker answers (only clients ping: see heartbeat.ts). A client
+   * silent for two intervals is disconnected and its locks released, so a half-open connection
+   * is noticed within three intervals. Default 5000.
    */
   heartbeatInterval?: number;
   /**

@@ -54,22 +54,52 @@ export interface SessionEvents {
   ended(session: Session): void;
 }
 
+/**
+ * Where a request of this connection stands in the served state (issue 10: one explicit state
+ * each, holding what that state needs).
+ */
+type RequestState =
+  /**
+   * Waiting in the served state. `controller` ends the wait (the client's cancel, or the end of
+   * its connection); once `cancelled`, a grant that still arrives is released at once.
+   * `answered` settles once the served state answered (and a late grant was released).
+   */
+  | {
+    readonly phase: "waiting";
+    readonly controller: AbortController;
+    cancelled: boolean;
+    answered: Promise<void>;
+  }
+  /** Held; `onLost` forwards the served state's loss to the client. */
+  | { readonly phase: "held"; readonly lock: Lock; readonly onLost: () => void }
+  /** Being released in the served state; `released` settles once it is. */
+  | { readonly phase: "releasing"; readonly released: Promise<void> }
+  /** A `testLock` in flight. */
+  | { readonly phase: "testing" }
+  /** An `inspect` in flight (issue 12). */
+  | { readonly phase: "inspecting" };
+
 /** A request of this connection that the broker still tracks. */
 interface Request {
   readonly id: number;
   readonly key: string;
-  readonly exclusive: boolean;
-  readonly timeout: number | undefined;
-  phase: "waiting" | "held" | "releasing" | "testing" | "inspecting";
-  /** Ends the wait in the served state (cancel, or the connection ended). */
-  controller: AbortController | undefined;
-  /** The client gave up: a grant that still arrives is released at once. */
-  cancelled: boolean;
-  lock: Lock | undefined;
-  onLost: (() => void) | undefined;
-  /** Settles once the served state answered (and a late grant was released). */
-  settled: Promise<void> | undefined;
+  state: RequestState;
 }
+
+/**
+ * Where the connection stands: `hello` until a valid hello (the auth timer runs), `checking`
+ * while the token is hashed (frames that arrive meanwhile wait), `ready` (the heartbeat runs),
+ * `ended` (everything it held is being released: `drained`).
+ */
+type SessionState =
+  | { readonly phase: "hello"; readonly authTimer: ReturnType<typeof setTimeout> }
+  | {
+    readonly phase: "checking";
+    readonly authTimer: ReturnType<typeof setTimeout>;
+    readonly early: string[];
+  }
+  | { readonly phase: "ready"; readonly heartbeat: Heartbeat }
+  | { readonly phase: "ended"; readonly drained: Promise<void> };
 
 /** Frames that may arrive while the token is being checked, before the client saw `welcome`. */
 const MAX_EARLY_FRAMES = 64;
@@ -84,18 +114,12 @@ export class Session {
   readonly #address: string | undefined;
   readonly #name = `connection ${++sessionCounter}`;
   /** Who this connection's requests are for, in the served state's `inspect` (issue 12). */
-  #owner = `broker ${this.#name}`;
+  #owner: string;
   readonly #requests = new Map<number, Request>();
   #keyChars = 0;
   #errors = 0;
-  /** "hello" until a valid hello, "checking" while the token is hashed, then "ready". */
-  #phase: "hello" | "checking" | "ready" | "ended" = "hello";
+  #state: SessionState;
   #welcomed = false;
-  #early: unknown[] = [];
-  #authTimer: ReturnType<typeof setTimeout> | undefined;
-  #heartbeat: Heartbeat | undefined;
-  /** Settles once everything this connection held has been released in the served state. */
-  #drained: Promise<void> | undefined;
   /** Settles once the socket is closed, or torn down after the grace (see socket_close.ts). */
   #closed: Promise<void> | undefined;
   readonly #events: SessionEvents;
@@ -115,15 +139,17 @@ export class Session {
     this.#config = config;
     this.#socket = socket;
     this.#address = address;
+    this.#owner = this.#ownerName(undefined);
     this.#events = events;
     socket.addEventListener("message", (event: MessageEvent) => this.#receive(event.data));
     socket.addEventListener("close", () => this.#end("the connection closed"));
     socket.addEventListener("error", () => this.#end("the connection failed"));
-    this.#authTimer = setTimeout(() => {
+    const authTimer = setTimeout(() => {
       // Holding a connection open without a hello is the start of a flood: it counts as a failure.
       this.#config.authFailures.recordFailure(this.#address);
       this.terminate(CloseCode.unauthorized, "no hello in time");
     }, config.authTimeout);
+    this.#state = { phase: "hello", authTimer };
     log.debug("{name}: opened", { name: this.#name });
   }
 
@@ -143,8 +169,9 @@ export class Session {
   }
 
   #send(frame: ServerFrame): void {
-    if (this.#phase === "ended" || this.#socket.readyState !== OPEN) return;
+    if (this.#state.phase === "ended") return;
     try {
+      if (this.#socket.readyState !== OPEN) return;
       this.#socket.send(JSON.stringify(frame));
     } catch (error) {
       this.#end(`sending failed: ${error}`);
@@ -157,8 +184,9 @@ export class Session {
   }
 
   #receive(data: unknown): void {
-    if (this.#phase === "ended") return;
-    this.#heartbeat?.heard();
+    const state = this.#state;
+    if (state.phase === "ended") return;
+    if (state.phase === "ready") state.heartbeat.heard();
     if (typeof data !== "string") {
       this.terminate(CloseCode.unsupportedData, "only text frames are accepted");
       return;
@@ -167,19 +195,19 @@ export class Session {
       this.terminate(CloseCode.tooBig, `frames are limited to ${MAX_FRAME_BYTES} bytes`);
       return;
     }
-    if (this.#phase === "hello") return this.#hello(data);
-    if (this.#phase === "checking") {
-      if (this.#early.length >= MAX_EARLY_FRAMES) {
+    if (state.phase === "hello") return this.#hello(data, state.authTimer);
+    if (state.phase === "checking") {
+      if (state.early.length >= MAX_EARLY_FRAMES) {
         this.terminate(CloseCode.policyViolation, "too many frames before welcome");
       } else {
-        this.#early.push(data);
+        state.early.push(data);
       }
       return;
     }
     this.#handle(data);
   }
 
-  #hello(data: string): void {
+  #hello(data: string, authTimer: ReturnType<typeof setTimeout>): void {
     let token: string;
     try {
       const frame = parseClientFrame(data);
@@ -191,7 +219,7 @@ export class Session {
         return;
       }
       token = frame.token;
-      if (frame.name !== undefined) this.#owner = `${frame.name} (broker ${this.#name})`;
+      this.#owner = this.#ownerName(frame.name);
     } catch (error) {
       this.#config.authFailures.recordFailure(this.#address);
       this.#refuse(error instanceof ProtocolError ? error.message : "malformed hello");
@@ -203,13 +231,14 @@ export class Session {
     if (!authFailures.begin(this.#address)) {
       return this.#refuse(blockedMessage(Math.max(1000, authFailures.blockedFor(this.#address))));
     }
-    this.#phase = "checking";
+    const checking: SessionState = { phase: "checking", authTimer, early: [] };
+    this.#state = checking;
     this.#config.token.matches(token).then(
       (valid) => {
         authFailures.end(this.#address, valid);
-        if (this.#phase !== "checking") return;
+        if (this.#state !== checking) return;
         if (!valid) return this.#refuse("wrong token");
-        this.#welcome();
+        this.#welcome(checking);
       },
       (error) => {
         authFailures.end(this.#address, true); // our failure, not the client's
@@ -224,11 +253,10 @@ export class Session {
     this.terminate(CloseCode.unauthorized, "unauthorized");
   }
 
-  #welcome(): void {
-    clearTimeout(this.#authTimer);
-    this.#phase = "ready";
+  #welcome(checking: SessionState & { phase: "checking" }): void {
+    clearTimeout(checking.authTimer);
     const { heartbeatInterval, maxRequests } = this.#config;
-    this.#heartbeat = new Heartbeat(
+    const heartbeat = new Heartbeat(
       heartbeatInterval,
       () => {}, // the client pings, we answer: see heartbeat.ts
       (silentFor) =>
@@ -237,6 +265,7 @@ export class Session {
           `no frame for ${Math.round(silentFor)} ms`,
         ),
     );
+    this.#state = { phase: "ready", heartbeat };
     this.#welcomed = true;
     this.#events.welcomed(this);
     this.#send({
@@ -250,13 +279,11 @@ export class Session {
       },
     });
     log.debug("{name}: authenticated", { name: this.#name });
-    const early = this.#early;
-    this.#early = [];
-    for (const data of early) this.#handle(data as string);
+    for (const data of checking.early) this.#handle(data);
   }
 
   #handle(data: string): void {
-    if (this.#phase !== "ready") return;
+    if (this.#state.phase !== "ready") return;
     try {
       const frame = parseClientFrame(data);
       switch (frame.op) {
@@ -330,68 +357,64 @@ export class Session {
   #acquire(id: number, key: string, exclusive: boolean, timeout: number | undefined): void {
     if (!this.#admit(id, key)) return;
     const controller = new AbortController();
-    const request: Request = {
-      id,
-      key,
-      exclusive,
-      timeout,
+    const waiting: RequestState & { phase: "waiting" } = {
       phase: "waiting",
       controller,
       cancelled: false,
-      lock: undefined,
-      onLost: undefined,
-      settled: undefined,
+      answered: Promise.resolve(),
     };
+    const request: Request = { id, key, state: waiting };
     this.#track(request);
     // Issue 12: the served state's `inspect` names this client as the waiter, since now.
     setLabel(controller.signal, { owner: this.#owner, since: new Date() });
-    const pending = this.#config.state.getLock(key, {
+    waiting.answered = this.#config.state.getLock(key, {
       exclusive,
       timeout,
       signal: controller.signal,
-    });
-    request.settled = pending.then(
-      (lock) => this.#granted(request, lock),
-      (error) => this.#failed(request, error),
+    }).then(
+      (lock) => this.#granted(request, waiting, lock),
+      (error) => this.#failed(request, waiting.cancelled, error),
     ).catch((error) => log.error("{name}: internal error: {error}", { name: this.#name, error }));
     // A request that must wait is acknowledged at once, so that the client's TCP segment is
     // acknowledged at once too (see heartbeat.ts). One that is granted at once already is.
     queueMicrotask(() =>
       queueMicrotask(() => {
-        if (request.phase === "waiting" && this.#requests.get(id) === request) {
+        if (request.state === waiting && this.#requests.get(id) === request) {
           this.#send({ op: "queued", id });
         }
       })
     );
   }
 
-  #granted(request: Request, lock: Lock): Promise<void> | undefined {
-    request.controller = undefined;
-    if (this.#phase === "ended" || request.cancelled) {
+  #granted(
+    request: Request,
+    waiting: RequestState & { phase: "waiting" },
+    lock: Lock,
+  ): Promise<void> | undefined {
+    if (this.#state.phase === "ended" || waiting.cancelled) {
       // The client gave up (or left) while the grant was on its way: free it, leak nothing.
       this.#forget(request);
       return lock.release().then(() => {
         this.#send({ op: "failed", id: request.id, reason: "cancelled", message: "cancelled" });
       });
     }
-    request.phase = "held";
-    request.lock = lock;
     setLabel(lock, { owner: this.#owner, since: new Date() });
     const signal = lock.signal;
-    request.onLost = () => this.#lost(request, signal.reason);
+    const onLost = () => this.#lost(request, signal.reason);
+    request.state = { phase: "held", lock, onLost };
     if (signal.aborted) {
-      request.onLost();
+      onLost();
       return;
     }
-    signal.addEventListener("abort", request.onLost, { once: true });
+    signal.addEventListener("abort", onLost, { once: true });
     this.#send({ op: "granted", id: request.id });
     return;
   }
 
-  #failed(request: Request, error: unknown): void {
+  #failed(request: Request, cancelled: boolean, error: unknown): void {
     this.#forget(request);
     let reason: FailureReason;
-    if (request.cancelled) reason = "cancelled";
+    if (cancelled) reason = "cancelled";
     else if (!(error instanceof LockFailed)) reason = "error";
     // Only the client's cancel or the end of its connection abort the served state's wait.
     else if (error.reason === "aborted") reason = "cancelled";
@@ -402,7 +425,7 @@ export class Session {
 
   /** The served state took the lock away (it was closed, its connection died…). */
   #lost(request: Request, cause: unknown): void {
-    if (request.phase !== "held") return;
+    if (request.state.phase !== "held") return;
     this.#forget(request);
     const message = cause instanceof Error ? cause.message : String(cause);
     this.#send({ op: "lost", id: request.id, message });
@@ -410,26 +433,21 @@ export class Session {
 
   #test(id: number, key: string, exclusive: boolean): void {
     if (!this.#admit(id, key)) return;
-    const request: Request = {
-      id,
-      key,
-      exclusive,
-      timeout: undefined,
-      phase: "testing",
-      controller: undefined,
-      cancelled: false,
-      lock: undefined,
-      onLost: undefined,
-      settled: undefined,
-    };
+    const request: Request = { id, key, state: { phase: "testing" } };
     this.#track(request);
     this.#config.state.testLock(key, { exclusive }).then(
       (free) => {
         this.#forget(request);
         this.#send({ op: "tested", id, free });
       },
-      (error) => this.#failed(request, error),
+      (error) => this.#failed(request, false, error),
     );
+  }
+
+  /** `name (broker connection N from ADDRESS)`: how `inspect` names this client (issue 12). */
+  #ownerName(clientName: string | undefined): string {
+    const where = `broker ${this.#name}${this.#address ? ` from ${this.#address}` : ""}`;
+    return clientName === undefined ? where : `${clientName} (${where})`;
   }
 
   /**
@@ -437,11 +455,11 @@ export class Session {
    * A `release` right after waits for it in the served state (see `BaseLock.release`).
    */
   #fence(id: number): void {
-    const request = this.#requests.get(id);
-    if (request?.phase !== "held") {
+    const state = this.#requests.get(id)?.state;
+    if (state?.phase !== "held") {
       return this.#send({ op: "fenced", id, message: "the lock is not held" });
     }
-    request.lock!.fencingToken().then(
+    state.lock.fencingToken().then(
       (token) => this.#send({ op: "fenced", id, token: String(token) }),
       (error) => this.#send({ op: "fenced", id, message: String(error?.message ?? error) }),
     );
@@ -450,18 +468,7 @@ export class Session {
   /** Issue 12: who holds and awaits `key` in the served state; answered with `inspected`. */
   #inspect(id: number, key: string): void {
     if (!this.#admit(id, key)) return;
-    const request: Request = {
-      id,
-      key,
-      exclusive: true,
-      timeout: undefined,
-      phase: "inspecting",
-      controller: undefined,
-      cancelled: false,
-      lock: undefined,
-      onLost: undefined,
-      settled: undefined,
-    };
+    const request: Request = { id, key, state: { phase: "inspecting" } };
     this.#track(request);
     const wire = (entries: LockHolder[]): WireHolder[] =>
       entries.slice(0, MAX_INSPECT_ENTRIES).map(({ exclusive, since, owner }) => {
@@ -477,7 +484,7 @@ export class Session {
         this.#forget(request);
         this.#send({ op: "inspected", id, holders: wire(holders), waiters: wire(waiters) });
       },
-      (error) => this.#failed(request, error),
+      (error) => this.#failed(request, false, error),
     );
   }
 
@@ -488,10 +495,11 @@ export class Session {
       // ignores frames for ids it forgot.
       return this.#send({ op: "failed", id, reason: "cancelled", message: "already finished" });
     }
-    if (request.phase === "waiting") {
-      request.cancelled = true;
-      request.controller?.abort(new Error("cancelled by the client"));
-    } else if (request.phase === "held") {
+    const state = request.state;
+    if (state.phase === "waiting") {
+      state.cancelled = true;
+      state.controller.abort(new Error("cancelled by the client"));
+    } else if (state.phase === "held") {
       this.#release(id);
     }
   }
@@ -502,34 +510,39 @@ export class Session {
       // Already released or lost: say so, the client may be waiting for it.
       return this.#send({ op: "released", id });
     }
-    if (request.phase === "waiting") return this.#cancel(id);
-    if (request.phase !== "held") return;
-    request.phase = "releasing";
-    request.lock!.signal.removeEventListener("abort", request.onLost!);
-    request.settled = request.lock!.release().then(() => {
+    const state = request.state;
+    if (state.phase === "waiting") return this.#cancel(id);
+    if (state.phase !== "held") return;
+    state.lock.signal.removeEventListener("abort", state.onLost);
+    const released = state.lock.release().then(() => {
       this.#forget(request);
       this.#send({ op: "released", id });
     });
+    request.state = { phase: "releasing", released };
   }
 
   /** The connection is over: drop waiting requests and release held locks, once. */
   #end(why: string): Promise<void> {
-    if (this.#drained !== undefined) return this.#drained;
-    this.#phase = "ended";
-    clearTimeout(this.#authTimer);
-    this.#heartbeat?.stop();
-    this.#early = [];
+    const state = this.#state;
+    if (state.phase === "ended") return state.drained;
+    if (state.phase === "hello" || state.phase === "checking") clearTimeout(state.authTimer);
+    if (state.phase === "ready") state.heartbeat.stop();
     const releases: Promise<void>[] = [];
     for (const request of this.#requests.values()) {
-      if (request.phase === "waiting") {
-        request.cancelled = true;
-        request.controller?.abort(new Error("the client's connection ended"));
-        if (request.settled !== undefined) releases.push(request.settled);
-      } else if (request.phase === "releasing") {
-        releases.push(request.settled!);
-      } else if (request.phase === "held") {
-        request.lock!.signal.removeEventListener("abort", request.onLost!);
-        releases.push(request.lock!.release());
+      const requestState = request.state;
+      switch (requestState.phase) {
+        case "waiting":
+          requestState.cancelled = true;
+          requestState.controller.abort(new Error("the client's connection ended"));
+          releases.push(requestState.answered);
+          break;
+        case "releasing":
+          releases.push(requestState.released);
+          break;
+        case "held":
+          requestState.lock.signal.removeEventListener("abort", requestState.onLost);
+          releases.push(requestState.lock.release());
+          break;
       }
     }
     this.#requests.clear();
@@ -539,8 +552,9 @@ export class Session {
       why,
       count: releases.length,
     });
-    this.#drained = Promise.all(releases).then(() => {});
+    const drained = Promise.all(releases).then(() => {});
+    this.#state = { phase: "ended", drained };
     this.#events.ended(this);
-    return this.#drained;
+    return drained;
   }
 }
