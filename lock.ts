@@ -85,7 +85,7 @@ export interface LockHolder {
   since?: Date;
   /**
    * Who holds or waits, where the backend knows: a PostgreSQL session (`application (pid 4242,
-   * 10.0.0.5)`), a broker client (`broker client 7 (10.0.0.5)`).
+   * 10.0.0.5)`), a broker client (`grader-7 (broker connection 12 from 10.0.0.5)`).
    */
   owner?: string;
 }

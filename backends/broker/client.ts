@@ -30,7 +30,7 @@ export interface BrokerStateOptions {
   heartbeatInterval?: number;
   /**
    * A name for this state in debug logs, and for the broker's `inspect`, which names this
-   * client's holders and waiters `<name> (broker connection N)`.
+   * client's holders and waiters `<name> (broker connection N from ADDRESS)`.
    */
   name?: string;
 }
