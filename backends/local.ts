@@ -99,6 +99,12 @@ export class LocalState extends StateABC {
   readonly #entries = new Map<string, KeyState>();
   readonly #name: string;
   readonly #releaseLock = (lock: LocalLock) => this.#release(lock);
+  /**
+   * The entry of the key released last, kept (unused) in the map so that a key locked over and
+   * over does not allocate, insert and delete an entry each time. At most one: unused keys still
+   * take no memory beyond this one entry.
+   */
+  #spare: { key: string; entry: KeyState } | undefined = undefined;
 
   /**
    * Makes an empty state.
@@ -117,7 +123,7 @@ export class LocalState extends StateABC {
 
   /** Number of keys held or awaited right now (unused keys take no memory). */
   get size(): number {
-    return this.#entries.size;
+    return this.#entries.size - (this.#spare === undefined ? 0 : 1);
   }
 
   /** Grants at once when the key is free and nobody waits, else queues the request. */
@@ -127,6 +133,8 @@ export class LocalState extends StateABC {
     if (entry === undefined) {
       entry = new KeyState();
       this.#entries.set(key, entry);
+    } else if (entry === this.#spare?.entry) {
+      this.#spare = undefined;
     } else if (
       entry.head !== undefined || entry.exclusive || (exclusive && entry.shared > 0)
     ) {
@@ -140,8 +148,8 @@ export class LocalState extends StateABC {
   /** Answers from the key's entry, without waiting. */
   protected probe(key: string, exclusive: boolean): Promise<boolean> {
     const entry = this.#entries.get(key);
-    // A queue is never left with a grantable head, so any entry means a holder exists.
-    const free = entry === undefined ||
+    // A queue is never left with a grantable head, so any entry in use means a holder exists.
+    const free = entry === undefined || entry.unused ||
       (!exclusive && !entry.exclusive && entry.head === undefined);
     return Promise.resolve(free);
   }
@@ -184,6 +192,7 @@ export class LocalState extends StateABC {
       }
     }
     this.#entries.clear();
+    this.#spare = undefined;
     for (const lock of held) lock.lose("closed", "the state was closed");
     log.debug("{name}: closed", { name: this.#name });
     return Promise.resolve();
@@ -218,7 +227,20 @@ export class LocalState extends StateABC {
     if (lock.exclusive) entry.exclusive = false;
     else entry.shared--;
     if (entry.head !== undefined) this.#grantWaiting(entry);
-    if (entry.unused) this.#entries.delete(lock.key);
+    if (entry.unused) this.#keepSpare(lock.key, entry);
+  }
+
+  /** Keeps the entry of a key that became unused as the spare, dropping the previous spare. */
+  #keepSpare(key: string, entry: KeyState): void {
+    const spare = this.#spare;
+    if (spare?.entry === entry) return;
+    if (spare !== undefined) {
+      this.#entries.delete(spare.key);
+      spare.key = key;
+      spare.entry = entry;
+    } else {
+      this.#spare = { key, entry };
+    }
   }
 
   /** Grants the head of the queue while it fits: one exclusive, or a run of shared requests. */

@@ -4,7 +4,7 @@
  *
  *     deno task bench                       # everything (several minutes), writes BENCHMARKS.md
  *     deno task bench --smoke               # CI: a tiny round of everything; numbers meaningless
- *     deno task bench --only=deno,node      # some groups: deno, node, postgres
+ *     deno task bench --only=deno,node      # some groups: deno, node, postgres, broker
  *
  * `BENCH_SMOKE=1` is the same as `--smoke`. The smoke round never writes `BENCHMARKS.md` and
  * never fails on a timing; it fails only when the benchmark code itself breaks. The Node group
@@ -23,7 +23,7 @@ import { renderGroup } from "./report.ts";
 import type { GroupResult } from "./results.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-const GROUPS = ["deno", "node", "postgres"] as const;
+const GROUPS = ["deno", "node", "postgres", "broker"] as const;
 type GroupName = typeof GROUPS[number];
 
 interface Options {
@@ -41,7 +41,9 @@ function parseArgs(args: string[]): Options {
       const unknown = names.filter((name) => !(GROUPS as readonly string[]).includes(name));
       if (unknown.length > 0) throw new Error(`unknown group ${unknown.join(", ")}`);
       groups = new Set(names as GroupName[]);
-    } else throw new Error(`unknown argument ${arg} (use --smoke, --only=deno,node,postgres)`);
+    } else {throw new Error(
+        `unknown argument ${arg} (use --smoke, --only=deno,node,postgres,broker)`,
+      );}
   }
   return { smoke, groups };
 }
@@ -119,11 +121,26 @@ async function main(): Promise<void> {
     );
   }
 
+  if (options.groups.has("broker")) {
+    groups.push(
+      ...await attempt("Broker group", async () => {
+        const { runBrokerGroup } = await import("./broker.ts").catch((error) => {
+          throw new GroupSkipped(`bench/broker.ts cannot load (${error.message})`);
+        });
+        return [await runBrokerGroup(effort, log)];
+      }, skipped),
+    );
+  }
+
   const tables = groups.map(renderGroup).join("\n");
   const extra = skipped.map((line) => `- ${line}`).join("\n");
   console.log(`\n${tables}${extra ? `\n${extra}\n` : ""}`);
   if (options.smoke) {
     log("smoke round: BENCHMARKS.md left as it is");
+    return;
+  }
+  if (Deno.env.get("BENCH_SUBJECTS") !== undefined) {
+    log("some subjects only (BENCH_SUBJECTS): BENCHMARKS.md left as it is");
     return;
   }
   const document = [

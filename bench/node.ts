@@ -22,6 +22,9 @@ const FILES = [
   "in_process.ts",
   "in_process_child.ts",
   "node_entry.ts",
+  "net_subjects.ts",
+  "net_child.ts",
+  "peer_server.ts",
 ];
 
 /** The newest modification time of the package's sources (what the npm build compiles). */
@@ -80,13 +83,17 @@ async function compile(): Promise<Record<string, string>> {
   await Deno.mkdir(OUT, { recursive: true });
   for (const file of FILES) {
     const source = await Deno.readTextFile(`${ROOT}/bench/${file}`);
-    const rewritten = source.replace(/(from\s+)"([^"]+)"/g, (_, from: string, spec: string) => {
+    const specifier = /(from\s+|import\(\s*)"([^"]+)"/g;
+    const rewritten = source.replace(specifier, (_, from: string, spec: string) => {
       if (spec.startsWith("npm:")) {
         const { name, range, subpath } = parseNpm(spec);
         packages[name] = range;
         return `${from}"${name}${subpath}"`;
       }
       if (spec === "../mod.ts") return `${from}"${BUILT_MOD}"`;
+      if (spec.startsWith("../backends/")) {
+        return `${from}"${ROOT}/npm/esm/${spec.slice(3).replace(/\.ts$/, ".js")}"`;
+      }
       if (spec.startsWith("./")) return `${from}"${spec.replace(/\.ts$/, ".js")}"`;
       return `${from}"${spec}"`;
     });
@@ -116,23 +123,39 @@ export async function nodeVersion(): Promise<string> {
   return (await run("node", ["--version"], ROOT)).trim();
 }
 
+let prepared: Promise<string> | undefined;
+
+/**
+ * Compiles the runtime-neutral bench files for Node and installs the packages they import; once
+ * per run. Needs the npm build (see {@link nodeUnavailable}).
+ *
+ * @returns The directory of the compiled files.
+ */
+export function prepareNode(): Promise<string> {
+  return prepared ??= (async () => {
+    const packages = await compile();
+    const manifest = { private: true, type: "module", dependencies: packages };
+    await Deno.writeTextFile(`${OUT}/package.json`, JSON.stringify(manifest, null, 2) + "\n");
+    await run("npm", [
+      "install",
+      "--no-package-lock",
+      "--no-audit",
+      "--no-fund",
+      "--prefer-offline",
+      "--ignore-scripts", // live-mutex's postinstall only copies shell helpers to $HOME
+      "--loglevel=error",
+    ], OUT);
+    return OUT;
+  })();
+}
+
 /**
  * Runs the in-process group under Node against the npm build.
  *
  * @param smoke `true` for the CI smoke round.
  */
 export async function runNodeGroup(smoke: boolean): Promise<GroupResult> {
-  const packages = await compile();
-  const manifest = { private: true, type: "module", dependencies: packages };
-  await Deno.writeTextFile(`${OUT}/package.json`, JSON.stringify(manifest, null, 2) + "\n");
-  await run("npm", [
-    "install",
-    "--no-package-lock",
-    "--no-audit",
-    "--no-fund",
-    "--prefer-offline",
-    "--loglevel=error",
-  ], OUT);
+  await prepareNode();
   const args = ["--expose-gc", `${OUT}/node_entry.js`, ...(smoke ? ["--smoke"] : [])];
   const stdout = await run("node", args, ROOT);
   const last = stdout.trim().split("\n").at(-1) ?? "";

@@ -66,6 +66,7 @@ function targetCell(row: ScenarioResult, names: string[]): string {
 
 /** Renders one group as a markdown table with its notes. */
 export function renderGroup(group: GroupResult): string {
+  if (group.markdown !== undefined) return `### ${group.title}\n\n${group.markdown}\n`;
   const names = group.subjects.map((subject) => subject.name);
   const reference = names[0];
   const hasTarget = group.scenarios.some((row) => row.targetFastest || row.target !== undefined);

@@ -61,4 +61,9 @@ export interface GroupResult {
   rateUnit?: string;
   /** The target column's title, when it is not "≥ fastest peer". */
   targetHeader?: string;
+  /**
+   * The group's body as ready markdown (its table and notes), for a group whose rows are not one
+   * rate per subject (latency percentiles, violations); `scenarios` then stays empty.
+   */
+  markdown?: string;
 }

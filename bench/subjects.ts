@@ -13,6 +13,8 @@ import { Mutex } from "npm:async-mutex@^0.5.0";
 import createMortice from "npm:mortice@^3.3.1";
 import { Lock as RocicorpLock, RWLock as RocicorpRWLock } from "npm:@rocicorp/lock@^2.0.1";
 import { RWLock as AsyncRWLock } from "npm:async-rwlock@^1.1.1";
+import AsyncLock from "npm:async-lock@^1.4.1";
+import ReadWriteLock from "npm:rwlock@^5.0.0";
 
 /** Runs a critical section under a named lock. */
 export interface Locker {
@@ -181,6 +183,53 @@ const asyncRWLock: Subject = {
   },
 };
 
+const asyncLock: Subject = {
+  name: "async-lock",
+  how: "one `AsyncLock` (keyed, no shared mode): `await lock.acquire(key, body)`, its promise API",
+  shared: false,
+  create() {
+    const lock = new AsyncLock();
+    return {
+      async run(key, _exclusive, body) {
+        await lock.acquire(key, body);
+      },
+    };
+  },
+};
+
+/** rwlock's release function; its lock functions call back with it once the lock is held. */
+type Release = () => void;
+interface ReadWriteLockLike {
+  readLock(key: string, callback: (release: Release) => void): void;
+  writeLock(key: string, callback: (release: Release) => void): void;
+}
+
+const rwlock: Subject = {
+  name: "rwlock",
+  how: "one `ReadWriteLock` (keyed, callbacks): `writeLock(key, cb)`/`readLock(key, cb)`, " +
+    "wrapped in a Promise that runs the body and then calls `release()`",
+  shared: true,
+  create() {
+    const lock: ReadWriteLockLike = new ReadWriteLock();
+    return {
+      run(key, exclusive, body) {
+        return new Promise<void>((resolve, reject) => {
+          const held = async (release: Release) => {
+            try {
+              await body();
+            } finally {
+              release();
+            }
+          };
+          const callback = (release: Release) => void held(release).then(resolve, reject);
+          if (exclusive) lock.writeLock(key, callback);
+          else lock.readLock(key, callback);
+        });
+      },
+    };
+  },
+};
+
 type LockManagerLike = {
   request(name: string, options: object, callback: () => unknown): Promise<unknown>;
 };
@@ -210,5 +259,7 @@ export const SUBJECTS: readonly Subject[] = [
   mortice,
   rocicorp,
   asyncRWLock,
+  asyncLock,
+  rwlock,
   webLocks,
 ];

@@ -246,7 +246,7 @@ export class DatabaseLocks {
     try {
       session = await this.#pool.main();
       const rows = await session.query(advisoryLocks(ids));
-      return { rows, own: this.#pool.pids() };
+      return { rows, own: this.#pool.pids(this.#mode.name === "transaction") };
     } catch (caught) {
       const error = failureOf(session, caught);
       this.#note(error);

@@ -1,21 +1,12 @@
 /**
  * The sessions of one PostgresState: a main session (uncontended locks, probes) and spare sessions
- * that each run one blocking wait or one transaction, capped, reused, and watched by a heartbeat.
- *
- * The heartbeat (issue 9) watches every session that has something at stake: held locks, an open
- * transaction, or a query in flight, so that every request settles within two to three intervals
- * whatever the network does. A session blocked in a lock wait cannot answer a heartbeat; the main
- * session watches its backend in `pg_stat_activity` instead. Backends given up on while they held
- * or awaited locks (a silent network: the server did not notice) are ended from the main session
- * once the database answers again.
+ * that each run one blocking wait or one transaction, capped, reused, and watched every heartbeat
+ * interval by the watchdog (watchdog.ts).
  */
 
 import { append, type List, unlink } from "../../internal/intrusive_list.ts";
-import { backendLogger } from "../../internal/log.ts";
 import { DatabaseSession, type Orphan, type SessionTemplate } from "./session.ts";
-import { describeError, lockIdColumns } from "./statements.ts";
-
-const log = backendLogger("postgres");
+import { Watchdog } from "./watchdog.ts";
 
 /** Tuning of a {@link SessionPool}. */
 export interface PoolOptions {
@@ -49,9 +40,6 @@ const END_GRACE_MS = 2_000;
  */
 const SHUTDOWN_GRACE_MS = 1_000;
 
-/** Backends to end once the database answers again; the oldest are forgotten beyond this. */
-const MAX_ORPHANS = 10_000;
-
 /** The pool was shut down. */
 export class PoolClosed extends Error {
   constructor() {
@@ -72,12 +60,8 @@ export class SessionPool {
   #opening = 0;
   /** Sessions being opened, so that shutting down can end them too. */
   readonly #connecting = new Set<DatabaseSession>();
-  /** Backends given up on that the server may still run: ended once it answers again. */
-  readonly #orphans: Orphan[] = [];
-  /** Whether a connection was opened since the newest orphan was recorded. */
-  #reachable = false;
-  /** The watch of waiting backends in flight: since when, and ticks seen unanswered. */
-  #watch: { since: number; ticks: number } | undefined;
+  /** Heartbeats, the watch of waits, and the orphans (watchdog.ts). */
+  readonly #watchdog: Watchdog;
   #mainSession: DatabaseSession | undefined;
   #mainOpening: Promise<DatabaseSession> | undefined;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
@@ -86,6 +70,10 @@ export class SessionPool {
   constructor(template: SessionTemplate, options: PoolOptions) {
     this.#template = template;
     this.#options = options;
+    this.#watchdog = new Watchdog(options.heartbeatInterval, {
+      main: () => this.main(),
+      current: () => this.#mainSession,
+    });
   }
 
   /** Sessions open or opening right now (for tests and diagnostics). */
@@ -93,10 +81,18 @@ export class SessionPool {
     return this.#all.size + this.#opening;
   }
 
-  /** The backend pids of the sessions open now (issue 12: `inspect` tells its own apart). */
-  pids(): Set<number> {
+  /**
+   * The backend pids of the sessions open now (issue 12: `inspect` tells its own apart). With
+   * `pinnedOnly`, only those of sessions in a transaction, whose pid was read in it: behind a
+   * transaction pooler a session's backend is its own only while a transaction is open, and the
+   * pooler hands it to other clients in between.
+   */
+  pids(pinnedOnly: boolean): Set<number> {
     const pids = new Set<number>();
-    for (const session of this.#all) if (!session.dead && session.pid !== 0) pids.add(session.pid);
+    for (const session of this.#all) {
+      if (session.dead || session.pid === 0 || (pinnedOnly && !session.inTransaction)) continue;
+      pids.add(session.pid);
+    }
     return pids;
   }
 
@@ -191,7 +187,7 @@ export class SessionPool {
     for (const timer of this.#expiry.values()) clearTimeout(timer);
     this.#expiry.clear();
     this.#mainSession = undefined;
-    this.#orphans.length = 0;
+    this.#watchdog.clear();
     const deadline = performance.now() + SHUTDOWN_GRACE_MS;
     const remaining = () => Math.max(0, deadline - performance.now());
     await Promise.all(sessions.map(async (session) => {
@@ -227,7 +223,7 @@ export class SessionPool {
       throw new PoolClosed();
     }
     this.#all.add(session);
-    this.#reachable = true;
+    this.#watchdog.opened();
     this.#startHeartbeat();
     return session;
   }
@@ -236,9 +232,7 @@ export class SessionPool {
     this.#connecting.delete(session);
     if (this.#mainSession === session) this.#mainSession = undefined;
     if (orphan !== undefined && !this.#closed && this.#options.heartbeatInterval > 0) {
-      this.#orphans.push(orphan);
-      this.#reachable = false;
-      if (this.#orphans.length > MAX_ORPHANS) this.#orphans.shift();
+      this.#watchdog.orphaned(orphan);
       this.#startHeartbeat();
     }
     this.#forget(session);
@@ -250,7 +244,7 @@ export class SessionPool {
     const index = this.#idle.indexOf(session);
     if (index >= 0) this.#idle.splice(index, 1);
     this.#unexpire(session);
-    if (this.#all.size === 0 && this.#orphans.length === 0) this.#stopHeartbeat();
+    if (this.#all.size === 0 && !this.#watchdog.hasOrphans) this.#stopHeartbeat();
     const waiter = this.#waiters.head;
     if (waiter !== undefined && !this.#closed && this.size < this.#options.maxConnections) {
       const { resolve, reject } = this.#settle(waiter);
@@ -288,104 +282,10 @@ export class SessionPool {
   #startHeartbeat(): void {
     const interval = this.#options.heartbeatInterval;
     if (interval === 0 || this.#heartbeat !== undefined || this.#closed) return;
-    this.#heartbeat = setInterval(() => this.#tick(interval), interval);
+    this.#heartbeat = setInterval(() => {
+      if (!this.#watchdog.tick(this.#all)) this.#stopHeartbeat();
+    }, interval);
     unrefTimer(this.#heartbeat);
-  }
-
-  /** One heartbeat round: every session with something at stake, waits, orphans. */
-  #tick(interval: number): void {
-    for (const session of this.#all) {
-      if (session.held.size > 0 || session.inTransaction || session.inFlight > 0) {
-        session.heartbeat(interval);
-      }
-    }
-    const waiting = [...this.#all].filter((s) => s.waitingFor !== undefined && s.pid !== 0);
-    if (waiting.length === 0 && this.#orphans.length === 0) {
-      if (this.#all.size === 0) this.#stopHeartbeat();
-      return;
-    }
-    const watch = this.#watch;
-    if (watch === undefined) {
-      this.#watchWaits(waiting);
-    } else if (++watch.ticks >= 2 && performance.now() - watch.since >= interval) {
-      // The database does not answer the watch: the waits cannot be watched, and the network
-      // under them is most likely gone too. Their requests fail (and their backends become
-      // orphans, ended once the database answers again).
-      const silence = Math.round(performance.now() - watch.since);
-      for (const session of waiting) {
-        session.kill(new Error(`no answer from the database within ${silence} ms`));
-      }
-    }
-  }
-
-  /**
-   * Looks at the backends of the waits in `pg_stat_activity` from the main session, and ends the
-   * orphans. A backend that stopped waiting while our wait goes on (for two checks in a row) was
-   * granted, or ended, and its answer lost on a silent network: the session is given up, and its
-   * backend ended as an orphan, so that it never holds a lock that nobody knows about.
-   */
-  async #watchWaits(waiting: DatabaseSession[]): Promise<void> {
-    const watch = { since: performance.now(), ticks: 0 };
-    this.#watch = watch;
-    const orphans = this.#orphans.slice();
-    try {
-      // Orphans alone open a connection only once another one could be opened after them: one
-      // opened during the outage would fail the request that comes first after it.
-      const current = this.#mainSession;
-      if (waiting.length === 0 && (current === undefined || current.dead) && !this.#reachable) {
-        return;
-      }
-      const main = await this.main();
-      if (waiting.length > 0) {
-        const rows = await main.query(
-          `select pid, state from pg_stat_activity where pid in (${waiting.map((s) => s.pid)})`,
-        );
-        const active = new Set(
-          rows.filter((row) => row.state === "active").map((row) => Number(row.pid)),
-        );
-        for (const session of waiting) {
-          if (session.waitingFor === undefined) continue;
-          if (active.has(session.pid)) {
-            session.suspectChecks = 0;
-          } else if (++session.suspectChecks >= 2) {
-            session.kill(
-              new Error(
-                "the database says the wait ended, but its answer never arrived " +
-                  "(the network dropped it)",
-              ),
-            );
-          }
-        }
-      }
-      if (orphans.length > 0) await this.#endOrphans(main, orphans);
-    } catch (error) {
-      log.debug("watching waits failed: {error}", { error: describeError(error) });
-    } finally {
-      if (this.#watch === watch) this.#watch = undefined;
-    }
-  }
-
-  /** Ends the orphans that still hold or await one of their locks; forgets the others. */
-  async #endOrphans(main: DatabaseSession, orphans: Orphan[]): Promise<void> {
-    const values = orphans.flatMap((orphan) =>
-      orphan.ids.map((id) => `(${orphan.pid}, ${lockIdColumns(id)})`)
-    );
-    const rows = await main.query(
-      `select distinct o.pid, pg_terminate_backend(o.pid) as ended` +
-        ` from (values ${values.join(", ")}) as o(pid, classid, objid)` +
-        ` where exists (select from pg_locks l where l.locktype = 'advisory'` +
-        ` and l.pid = o.pid and l.classid = o.classid and l.objid = o.objid and l.objsubid = 1)`,
-    );
-    for (const row of rows) {
-      log.warn("ended backend {pid}, which held or awaited a lock we had given up on", {
-        pid: Number(row.pid),
-      });
-    }
-    // Ended, or no longer holding anything of ours: either way nothing is left to do.
-    const done = new Set(orphans);
-    for (let i = this.#orphans.length - 1; i >= 0; i--) {
-      if (done.has(this.#orphans[i])) this.#orphans.splice(i, 1);
-    }
   }
 
   #stopHeartbeat(): void {
