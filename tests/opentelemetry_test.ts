@@ -25,6 +25,7 @@ import { BrokerState } from "../backends/broker.ts";
 import { instrument } from "../opentelemetry.ts";
 import { clientOptions, startBroker } from "./broker_env.ts";
 import {
+  aborted,
   adminClient,
   lockPids,
   postgresSkip,
@@ -247,10 +248,8 @@ describe("instrument", () => {
       try {
         const lock = await state.getLock("k");
         await terminate(admin!, await lockPids(admin!, app, true));
-        await within(
-          new Promise((resolve) => lock.signal.addEventListener("abort", resolve)),
-          "the lock lost",
-        );
+        // The signal is made here, maybe after the loss: aborted() looks before it listens.
+        await within(aborted(lock.signal), "the lock lost");
         assert.deepEqual(await lossy.points("shared_state.lock.losses"), [
           [attrs("postgres", "exclusive", { "error.type": "disconnected" }), 1],
         ]);
