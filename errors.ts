@@ -35,10 +35,12 @@ export type LockLostReason = "closed" | "disconnected";
 
 /** What both lock errors carry besides their message. */
 export interface LockErrorDetails {
-  /** The key of the lock. */
+  /** The key of the lock (or of the permit). */
   key: string;
-  /** Whether the exclusive (`true`) or the shared (`false`) mode was requested. */
+  /** Whether the exclusive (`true`) or the shared (`false`) mode was requested; `false` for a permit. */
   exclusive: boolean;
+  /** For a permit (`getPermit`): its `limit`. Absent for a lock. */
+  limit?: number;
   /** The underlying reason: an abort reason, a driver error, … */
   cause?: unknown;
 }
@@ -62,11 +64,14 @@ function describe(details: LockErrorDetails): string {
   const key = details.key.length > QUOTED_KEY_LENGTH
     ? `${details.key.slice(0, QUOTED_KEY_LENGTH)}…`
     : details.key;
+  if (details.limit !== undefined) {
+    return `permit on ${JSON.stringify(key)} (limit ${details.limit})`;
+  }
   return `${details.exclusive ? "exclusive" : "shared"} lock on ${JSON.stringify(key)}`;
 }
 
 /**
- * A lock could not be acquired: the lock was busy, the timeout passed, the signal was aborted (its
+ * A lock (or a permit) could not be acquired: the lock was busy, the timeout passed, the signal was aborted (its
  * reason is the `cause`), the backend could not be reached or said no, or the state is closed.
  * {@link LockFailed.reason} says which, as data.
  *
@@ -87,8 +92,10 @@ function describe(details: LockErrorDetails): string {
 export class LockFailed extends Error {
   /** The key that could not be locked. */
   readonly key: string;
-  /** The mode that was requested. */
+  /** The mode that was requested; `false` for a permit. */
   readonly exclusive: boolean;
+  /** For a permit: the `limit` it was requested with; `undefined` for a lock. */
+  readonly limit: number | undefined;
   /** Why, as data: see {@link LockFailedReason}. */
   readonly reason: LockFailedReason;
 
@@ -103,6 +110,7 @@ export class LockFailed extends Error {
     this.name = "LockFailed";
     this.key = details.key;
     this.exclusive = details.exclusive;
+    this.limit = details.limit;
     this.reason = details.reason;
   }
 }
@@ -125,8 +133,10 @@ export class LockFailed extends Error {
 export class LockLost extends Error {
   /** The key of the lost lock. */
   readonly key: string;
-  /** The mode the lost lock was held in. */
+  /** The mode the lost lock was held in; `false` for a permit. */
   readonly exclusive: boolean;
+  /** For a permit: its `limit`; `undefined` for a lock. */
+  readonly limit: number | undefined;
   /** Why, as data: see {@link LockLostReason}. */
   readonly reason: LockLostReason;
 
@@ -141,6 +151,7 @@ export class LockLost extends Error {
     this.name = "LockLost";
     this.key = details.key;
     this.exclusive = details.exclusive;
+    this.limit = details.limit;
     this.reason = details.reason;
   }
 }

@@ -119,3 +119,85 @@ export interface LockRequest {
   /** The caller's signal, if any; not yet aborted when the backend sees the request. */
   readonly signal: AbortSignal | undefined;
 }
+
+// ---- Permits and multi-key locks (issue 13) ----
+
+/** How to ask for a permit (`StateABC.getPermit`). `limit` is required. */
+export interface PermitOptions {
+  /**
+   * The most holders of the key at once: a positive safe integer. Each request is judged by its
+   * own limit (see `StateABC.getPermit`).
+   */
+  limit: number;
+  /** As for a lock: milliseconds from the call; left out waits for ever; `0` tries once. */
+  timeout?: number;
+  /** Aborting it ends the wait with {@link LockFailed}, whose `cause` is the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** Options of `StateABC.testPermit`. */
+export interface TestPermitOptions {
+  /** The limit to test for: a positive safe integer. */
+  limit: number;
+}
+
+/**
+ * A held permit of a counting semaphore: one of at most `limit` holders of its key. Release it
+ * with {@link Permit.release}, or let `await using` do it.
+ *
+ * @example
+ * ```ts
+ * import { LocalState } from "@momotor/shared-state";
+ *
+ * const state = new LocalState();
+ * {
+ *   await using permit = await state.getPermit("payment-api", { limit: 3 });
+ *   console.log(permit.key, permit.limit); // "payment-api" 3
+ * } // released here
+ * ```
+ */
+export interface Permit extends AsyncDisposable {
+  /** The key of the semaphore. A permit key is not a lock key: the two never conflict. */
+  readonly key: string;
+  /** The limit this permit was requested with. */
+  readonly limit: number;
+  /** Aborted, with a `LockLost` reason, when the backend loses the permit (as for a lock). */
+  readonly signal: AbortSignal;
+  /** Frees the permit; resolves once it is free. Idempotent; never rejects. */
+  release(): Promise<void>;
+}
+
+/** A validated permit request, as the abstract class hands it to a backend (`exclusive` is `false`). */
+export interface PermitRequest extends LockRequest {
+  /** The requested limit: a positive safe integer. */
+  readonly limit: number;
+}
+
+/**
+ * Locks held on several keys at once (`StateABC.getLocks`), all in the same mode: taken all or
+ * none, released together.
+ *
+ * @example
+ * ```ts
+ * import { LocalState } from "@momotor/shared-state";
+ *
+ * const state = new LocalState();
+ * {
+ *   await using locks = await state.getLocks(["account/7", "account/3"]);
+ *   console.log(locks.keys); // ["account/7", "account/3"]
+ * } // both released here
+ * ```
+ */
+export interface MultiLock extends AsyncDisposable {
+  /** The distinct keys held, in the order the caller first named them. */
+  readonly keys: readonly string[];
+  /** `true` when every key is held exclusively, `false` when shared. */
+  readonly exclusive: boolean;
+  /**
+   * Aborted, with the `LockLost` of the first key lost, when the backend loses any of the locks;
+   * the others are released then.
+   */
+  readonly signal: AbortSignal;
+  /** Frees every lock; resolves once all are free. Idempotent; never rejects. */
+  release(): Promise<void>;
+}

@@ -41,8 +41,13 @@ export {
   type LockInfo,
   type LockOptions,
   type LockRequest,
+  type MultiLock,
+  type Permit,
+  type PermitOptions,
+  type PermitRequest,
   StateABC,
   type TestLockOptions,
+  type TestPermitOptions,
 } from "./state.ts";
 export { LocalState, type LocalStateOptions } from "./backends/local.ts";
 export { LOG_CATEGORY } from "./internal/log.ts";

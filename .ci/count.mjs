@@ -1,6 +1,8 @@
-// The closing line of CI: what both runners passed and failed, from the reports they wrote
-// (Deno's JUnit XML, the npm build's Node summary), not from their terminal output.
-// Usage: node .ci/count.mjs DENO_JUNIT_XML NODE_SUMMARY_JSON
+// The closing line of CI: what the runners passed and failed, from the reports they wrote (Deno's
+// JUnit XML, the npm build's Node summary, and the JUnit XML of the optional runs: Bun, Workers),
+// not from their terminal output.
+// Usage: node .ci/count.mjs DENO_JUNIT_XML NODE_SUMMARY_JSON [LABEL=JUNIT_XML ...]
+// An optional report that is missing counts nothing: its run was skipped (and CI said so).
 import { readFileSync } from "node:fs";
 
 function read(path) {
@@ -11,15 +13,20 @@ function read(path) {
   }
 }
 
-const [junitPath, nodePath] = process.argv.slice(2);
+/** Passed and failed test cases of a JUnit report (Deno's counts test steps too). */
+function junitCounts(junit) {
+  const root = junit.match(/<testsuites\b[^>]*>/)?.[0] ?? "";
+  const attribute = (name) => Number(root.match(new RegExp(`\\b${name}="(\\d+)"`))?.[1] ?? 0);
+  return {
+    passed: attribute("tests") - attribute("failures") - attribute("errors") -
+      (junit.match(/<skipped\b/g)?.length ?? 0),
+    failed: attribute("failures") + attribute("errors"),
+  };
+}
+
+const [junitPath, nodePath, ...optional] = process.argv.slice(2);
 const junit = read(junitPath);
-const root = junit?.match(/<testsuites\b[^>]*>/)?.[0] ?? "";
-const attribute = (name) => Number(root.match(new RegExp(`\\b${name}="(\\d+)"`))?.[1] ?? 0);
-const deno = junit === undefined ? { passed: 0, failed: 1 } : {
-  passed: attribute("tests") - attribute("failures") - attribute("errors") -
-    (junit.match(/<skipped\b/g)?.length ?? 0),
-  failed: attribute("failures") + attribute("errors"),
-};
+const deno = junit === undefined ? { passed: 0, failed: 1 } : junitCounts(junit);
 
 const nodeText = read(nodePath);
 const node = { passed: 0, failed: nodeText === undefined ? 1 : 0 };
@@ -28,9 +35,28 @@ for (const file of Object.values(nodeText === undefined ? {} : JSON.parse(nodeTe
   node.failed += file.failed.length;
 }
 
-console.log(
+const parts = [
   `Deno: ${deno.passed} tests and steps passed, ${deno.failed} failed` +
-    `${junit === undefined ? " (no report)" : ""}; Node: ${node.passed} tests passed, ` +
-    `${node.failed} failed${nodeText === undefined ? " (no report)" : ""}`,
-);
-console.log(`tests: ${deno.passed + node.passed} passed, ${deno.failed + node.failed} failed`);
+  `${junit === undefined ? " (no report)" : ""}`,
+  `Node: ${node.passed} tests passed, ${node.failed} failed` +
+  `${nodeText === undefined ? " (no report)" : ""}`,
+];
+const total = { passed: deno.passed + node.passed, failed: deno.failed + node.failed };
+for (const argument of optional) {
+  const [label, path] = [
+    argument.slice(0, argument.indexOf("=")),
+    argument.slice(argument.indexOf("=") + 1),
+  ];
+  const text = read(path);
+  if (text === undefined) {
+    parts.push(`${label}: not run`);
+    continue;
+  }
+  const counts = junitCounts(text);
+  parts.push(`${label}: ${counts.passed} passed, ${counts.failed} failed`);
+  total.passed += counts.passed;
+  total.failed += counts.failed;
+}
+
+console.log(`${parts.join("; ")}`);
+console.log(`tests: ${total.passed} passed, ${total.failed} failed`);

@@ -3,8 +3,9 @@
  * edge functions that cannot reach a database), the TypeScript form of the
  * worker-to-broker design of Python's `momotor.shared.state`.
  *
- * - {@link brokerHandler}: the server, a web-standard handler for `Deno.serve`;
- *   {@link serveBroker} runs it on Node.
+ * - {@link brokerHandler}: the server, a web-standard handler for `Deno.serve`. On Node and Bun,
+ *   `serveBroker` of `@momotor/shared-state/broker/node` runs it; this module imports nothing of
+ *   Node, so that it bundles as it is for Cloudflare Workers and browsers.
  * - {@link BrokerState}: the client, a `StateABC` whose locks the broker holds for as long as the
  *   client's connection lives.
  *
@@ -27,7 +28,6 @@ export {
   type BrokerOptions,
   type BrokerRequestInfo,
 } from "./broker/server.ts";
-export { type BrokerServer, serveBroker, type ServeBrokerOptions } from "./broker/node_server.ts";
 export {
   BrokerState,
   type BrokerStateOptions,

@@ -12,7 +12,16 @@ import { holderEntry, labelOf, requestTime } from "../internal/holders.ts";
 import { append, type List, unlink } from "../internal/intrusive_list.ts";
 import { RequestWait } from "../internal/request_wait.ts";
 import { backendLogger, debugEnabled } from "../internal/log.ts";
-import { type Lock, type LockHolder, type LockInfo, type LockRequest, StateABC } from "../state.ts";
+import {
+  type Lock,
+  type LockHolder,
+  type LockInfo,
+  type LockRequest,
+  type Permit,
+  type PermitRequest,
+  StateABC,
+} from "../state.ts";
+import { PermitTable } from "./local_permits.ts";
 
 const log = backendLogger("local");
 
@@ -99,6 +108,8 @@ export class LocalState extends StateABC {
   readonly #entries = new Map<string, KeyState>();
   readonly #name: string;
   readonly #releaseLock = (lock: LocalLock) => this.#release(lock);
+  /** Counting semaphores (issue 13), apart from the locks: a permit key is not a lock key. */
+  readonly #permits = new PermitTable();
   /**
    * The entry of the key released last, kept (unused) in the map so that a key locked over and
    * over does not allocate, insert and delete an entry each time. At most one: unused keys still
@@ -121,9 +132,12 @@ export class LocalState extends StateABC {
     this.#name = options.name ?? "local";
   }
 
-  /** Number of keys held or awaited right now (unused keys take no memory). */
+  /**
+   * Number of keys (lock keys and permit keys) held or awaited right now (unused keys take no
+   * memory).
+   */
   get size(): number {
-    return this.#entries.size - (this.#spare === undefined ? 0 : 1);
+    return this.#entries.size - (this.#spare === undefined ? 0 : 1) + this.#permits.size;
   }
 
   /** Grants at once when the key is free and nobody waits, else queues the request. */
@@ -178,8 +192,19 @@ export class LocalState extends StateABC {
     return Promise.resolve({ key, holders, waiters });
   }
 
+  /** Grants at once when nobody waits and fewer than `limit` hold the key, else queues. */
+  protected acquirePermit(key: string, request: PermitRequest): Promise<Permit> {
+    return this.#permits.acquire(key, request);
+  }
+
+  /** Answers from the permit key's entry, without waiting. */
+  protected probePermit(key: string, limit: number): Promise<boolean> {
+    return Promise.resolve(this.#permits.probe(key, limit));
+  }
+
   /** Fails every waiting request and marks every held lock lost. */
   protected shutdown(): Promise<void> {
+    this.#permits.close();
     const held: LocalLock[] = [];
     for (const entry of this.#entries.values()) {
       for (let lock = entry.head; lock !== undefined; lock = entry.head) {

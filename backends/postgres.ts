@@ -16,7 +16,13 @@
 import postgres from "postgres";
 import { backendFailure } from "../internal/failures.ts";
 import { backendLogger } from "../internal/log.ts";
-import { type Lock, type LockRequest, StateABC } from "../state.ts";
+import {
+  type Lock,
+  type LockRequest,
+  type Permit,
+  type PermitRequest,
+  StateABC,
+} from "../state.ts";
 import {
   type AdvisoryLock,
   listAdvisoryLocks,
@@ -33,7 +39,10 @@ import { SessionPool } from "./postgres/pool.ts";
 import { DatabaseLocks } from "./postgres/acquisition.ts";
 import { sessionMode, transactionMode } from "./postgres/modes.ts";
 
-export { ADVISORY_LOCK_ID_SQL, advisoryLockId } from "./postgres/lock_id.ts";
+import { advisoryLockId } from "./postgres/lock_id.ts";
+import { PermitTable } from "./postgres/permits.ts";
+
+export { ADVISORY_LOCK_ID_SQL, advisoryLockId, advisoryPermitSlot } from "./postgres/lock_id.ts";
 export type {
   AdvisoryLock,
   ListLocksOptions,
@@ -127,6 +136,8 @@ export class PostgresState extends StateABC {
   readonly #options: ResolvedOptions;
   readonly #pool: SessionPool;
   readonly #table: LockTable;
+  /** Issue 13: counting semaphores on the same connections. */
+  readonly #permits: PermitTable;
   readonly #template: postgres.Sql | undefined;
 
   /**
@@ -190,10 +201,17 @@ export class PostgresState extends StateABC {
         heartbeatInterval: resolved.heartbeatInterval,
       },
     );
+    const database = new DatabaseLocks(this.#pool, transaction ? transactionMode : sessionMode);
     this.#table = new LockTable({
       namespace: resolved.namespace,
-      database: new DatabaseLocks(this.#pool, transaction ? transactionMode : sessionMode),
+      database,
       handoffWindow: resolved.handoffWindow,
+      name: resolved.name,
+    });
+    this.#permits = new PermitTable({
+      namespace: resolved.namespace,
+      database,
+      pool: this.#pool,
       name: resolved.name,
     });
   }
@@ -208,9 +226,9 @@ export class PostgresState extends StateABC {
     return this.#options.mode;
   }
 
-  /** Number of keys held, awaited or being settled with the database right now. */
+  /** Number of keys (lock keys and permit keys) held, awaited or being settled right now. */
   get size(): number {
-    return this.#table.size;
+    return this.#table.size + this.#permits.size;
   }
 
   /** Number of database connections open or opening right now. */
@@ -272,8 +290,40 @@ export class PostgresState extends StateABC {
   /** Fails waiters, loses held locks, ends every connection the state opened. */
   protected async shutdown(): Promise<void> {
     this.#table.close();
+    this.#permits.close();
     await this.#pool.shutdown();
     await this.#template?.end({ timeout: 0 }).catch(() => {});
     log.debug("{name}: closed", { name: this.#options.name });
+  }
+
+  // ---- Permits and multi-key locks (issue 13) ----
+
+  /** Settles the request in process, then on the key's slots in PostgreSQL. */
+  protected acquirePermit(key: string, request: PermitRequest): Promise<Permit> {
+    try {
+      return this.#permits.acquire(key, request);
+    } catch (error) {
+      return Promise.reject(
+        backendFailure(
+          { key, exclusive: false, limit: request.limit },
+          "unreachable",
+          `internal error: ${String(error)}`,
+          error,
+        ),
+      );
+    }
+  }
+
+  /** This process's own holders first, then PostgreSQL (a slot search undone at once). */
+  protected probePermit(key: string, limit: number): Promise<boolean> {
+    return this.#permits.probe(key, limit);
+  }
+
+  /** By lock id (then by key): the one order every process using the database shares. */
+  protected override lockOrder(keys: readonly string[]): readonly string[] {
+    const { namespace } = this.#options;
+    return keys.map((key) => ({ key, id: advisoryLockId(namespace, key) }))
+      .sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : a.key < b.key ? -1 : 1)
+      .map(({ key }) => key);
   }
 }

@@ -12,6 +12,7 @@
 import { type Effort, GroupSkipped, median } from "./harness.ts";
 import { PG_SCENARIOS, type PgScenario } from "./pg_scenarios.ts";
 import { PG_SUBJECTS, type PgSubject, rawClient } from "./pg_subjects.ts";
+import { permitRows } from "./pg_permits.ts";
 import type { ChildJob, ChildResult } from "./postgres_child.ts";
 import { formatRatio } from "./report.ts";
 import type { Cell, GroupResult, ScenarioResult } from "./results.ts";
@@ -318,6 +319,7 @@ export async function runPostgresGroups(
       });
       log(`  ${scenario.title}: done`);
     }
+    rows.push(...await permitRows(url, pg, PG_SUBJECTS.map(({ name }) => name), log));
   } finally {
     await monitor.end({ timeout: 1 }).catch(() => {});
   }

@@ -18,6 +18,8 @@ export interface BackendFlags {
 export interface RunArguments {
   key: string;
   exclusive: boolean;
+  /** Issue 13: with `--limit N`, a permit of KEY with limit N instead of a lock. */
+  limit: number | undefined;
   /** Milliseconds; `undefined` waits for ever, `0` tries once. */
   timeout: number | undefined;
   /** Milliseconds between SIGTERM and SIGKILL when the lock is lost. */
@@ -32,6 +34,8 @@ export interface RunArguments {
 export interface TestArguments {
   key: string;
   exclusive: boolean;
+  /** Issue 13: with `--limit N`, whether a permit with limit N is free. */
+  limit: number | undefined;
   backend: BackendFlags;
 }
 
@@ -102,8 +106,14 @@ const RUN: Options = {
   timeout: { type: "string" },
   "kill-after": { type: "string" },
   quiet: { type: "boolean" },
+  limit: { type: "string" },
 };
-const TEST: Options = { ...HELP, ...BACKEND, shared: { type: "boolean" } };
+const TEST: Options = {
+  ...HELP,
+  ...BACKEND,
+  shared: { type: "boolean" },
+  limit: { type: "string" },
+};
 const ID: Options = { ...HELP, namespace: { type: "string" } };
 const LOCKS: Options = { ...HELP, ...BACKEND, json: { type: "boolean" } };
 const BROKER: Options = {
@@ -177,6 +187,28 @@ function milliseconds(value: string | boolean | undefined, flag: string, subcomm
   return Number(text);
 }
 
+/**
+ * Issue 13: `--limit N`, a whole number from 1 (a permit of KEY instead of a lock), which has no
+ * mode, so `--shared` beside it is a mistake.
+ */
+function permitLimit(values: Parsed["values"], subcommand: string): number | undefined {
+  if (values.limit === undefined) return undefined;
+  const text = String(values.limit);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text)) || Number(text) < 1) {
+    throw new UsageError(
+      `--limit needs a whole number of holders (1 or more), got ${JSON.stringify(text)}`,
+      subcommand,
+    );
+  }
+  if (values.shared === true) {
+    throw new UsageError(
+      "--limit takes a permit, which has no mode: leave out --shared",
+      subcommand,
+    );
+  }
+  return Number(text);
+}
+
 function text(value: string | boolean | undefined): string | undefined {
   return typeof value === "string" ? value : undefined;
 }
@@ -204,6 +236,7 @@ function parseRun(args: string[]): RunArguments {
   // Numbers first: `--timeout KEY -- …` (a forgotten value) is better told as a bad number.
   const timeout = milliseconds(values.timeout, "--timeout", "run");
   const killAfter = milliseconds(values["kill-after"], "--kill-after", "run");
+  const limit = permitLimit(values, "run");
   if (before.length === 0) throw new UsageError("missing KEY", "run");
   if (after === undefined) {
     throw new UsageError(
@@ -223,6 +256,7 @@ function parseRun(args: string[]): RunArguments {
   return {
     key: before[0],
     exclusive: values.shared !== true,
+    limit,
     timeout,
     killAfter: killAfter ?? DEFAULT_KILL_AFTER_MS,
     quiet: values.quiet === true,
@@ -233,9 +267,11 @@ function parseRun(args: string[]): RunArguments {
 
 function parseTest(args: string[]): TestArguments {
   const parsed = parse(args, TEST, "test");
+  const limit = permitLimit(parsed.values, "test");
   return {
     key: singleKey(parsed, "test"),
     exclusive: parsed.values.shared !== true,
+    limit,
     backend: backendFlags(parsed.values),
   };
 }

@@ -5,12 +5,8 @@
  */
 
 import { LocalState } from "../backends/local.ts";
-import {
-  type BrokerHandler,
-  brokerHandler,
-  type BrokerOptions,
-  serveBroker,
-} from "../backends/broker.ts";
+import { type BrokerHandler, brokerHandler, type BrokerOptions } from "../backends/broker.ts";
+import { serveBroker } from "../backends/broker_node.ts";
 import type { StateABC } from "../state.ts";
 import { type BrokerArguments, UsageError } from "./args.ts";
 import {

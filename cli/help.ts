@@ -43,10 +43,12 @@ export const RUN_HELP: string = `Usage: shared-state run [options] KEY -- COMMAN
 
 Takes the lock on KEY, runs COMMAND, and releases the lock when COMMAND exits. COMMAND
 inherits stdin, stdout and stderr, and finds SHARED_STATE_KEY (KEY) and SHARED_STATE_MODE
-("exclusive" or "shared") in its environment.
+("exclusive", "shared" or "permit") in its environment.
 
 Options:
   --shared          take the lock in shared mode (many holders at once); default exclusive
+  --limit N         take a permit of KEY instead: at most N runs hold one at once (a permit
+                    key is not a lock key); COMMAND finds N in SHARED_STATE_LIMIT
   --timeout MS      give up after MS milliseconds; 0 tries once; default: wait for ever
   --url URL         where the locks live (default $SHARED_STATE_URL, then $DATABASE_URL)
   --token TOKEN     the broker's token (default $SHARED_STATE_TOKEN)
@@ -73,6 +75,7 @@ Whether a \`run --timeout 0\` on KEY would get the lock right now (the answer is
 
 Options:
   --shared          test for the shared mode; default exclusive
+  --limit N         test for a permit of KEY with limit N instead (run --limit)
   --url URL         where the locks live (default $SHARED_STATE_URL, then $DATABASE_URL)
   --token TOKEN     the broker's token (default $SHARED_STATE_TOKEN)
   --namespace NS    the namespace of PostgreSQL lock ids (default: none)

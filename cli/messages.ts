@@ -12,6 +12,11 @@ export function lockName(key: string, exclusive: boolean): string {
   return `${exclusive ? "exclusive" : "shared"} lock on ${JSON.stringify(key)}`;
 }
 
+/** Issue 13: `permit on "key" (limit 3)`, as LockFailed names a permit. */
+export function permitName(key: string, limit: number): string {
+  return `permit on ${JSON.stringify(key)} (limit ${limit})`;
+}
+
 /** A duration for people: `1.5 s`, `42 s`, `1 h 3 min`. */
 export function duration(ms: number): string {
   const s = ms / 1000;

@@ -9,7 +9,7 @@
  */
 
 import { LockFailed } from "../errors.ts";
-import type { Lock, StateABC } from "../state.ts";
+import type { StateABC } from "../state.ts";
 import type { RunArguments } from "./args.ts";
 import { chooseBackend, type Environment, openState } from "./backend.ts";
 import { CommandNotStarted, type CommandProcess, startCommand } from "./command_process.ts";
@@ -18,8 +18,21 @@ import { duration, tell } from "./messages.ts";
 import { catchSignals, type RelayedSignal } from "./signals.ts";
 import { WaitNotice } from "./wait_notice.ts";
 
+/** What the command runs under: a lock, or (issue 13, `--limit`) a permit. */
+interface Held {
+  readonly signal: AbortSignal;
+  release(): Promise<void>;
+}
+
 /** What the command finds in its environment besides the CLI's own. */
 function commandEnvironment(args: RunArguments): Record<string, string> {
+  if (args.limit !== undefined) {
+    return {
+      SHARED_STATE_KEY: args.key,
+      SHARED_STATE_MODE: "permit",
+      SHARED_STATE_LIMIT: String(args.limit),
+    };
+  }
   return { SHARED_STATE_KEY: args.key, SHARED_STATE_MODE: args.exclusive ? "exclusive" : "shared" };
 }
 
@@ -51,19 +64,21 @@ class SignalRoute {
   }
 }
 
-/** Waits for the lock; a number is the exit code when it did not come. */
+/** Waits for the lock (or the permit); a number is the exit code when it did not come. */
 async function acquire(
   state: StateABC,
   args: RunArguments,
   route: SignalRoute,
-): Promise<Lock | number> {
-  const notice = args.quiet ? undefined : new WaitNotice(args.key, args.exclusive, args.timeout);
+): Promise<Held | number> {
+  const notice = args.quiet
+    ? undefined
+    : new WaitNotice(args.key, args.exclusive, args.timeout, args.limit);
   try {
-    const lock = await state.getLock(args.key, {
-      exclusive: args.exclusive,
-      timeout: args.timeout,
-      signal: route.waitSignal,
-    });
+    const { key, limit, timeout } = args;
+    const signal = route.waitSignal;
+    const lock = limit === undefined
+      ? await state.getLock(key, { exclusive: args.exclusive, timeout, signal })
+      : await state.getPermit(key, { limit, timeout, signal });
     notice?.stop(true);
     return lock;
   } catch (error) {
@@ -79,7 +94,7 @@ async function acquire(
 }
 
 /** Runs the command under the held lock; resolves with the exit code once it has ended. */
-async function runHolding(lock: Lock, args: RunArguments, route: SignalRoute): Promise<number> {
+async function runHolding(lock: Held, args: RunArguments, route: SignalRoute): Promise<number> {
   let command: CommandProcess;
   try {
     command = await startCommand(args.command, commandEnvironment(args));

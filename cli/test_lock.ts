@@ -1,6 +1,7 @@
 /**
- * `shared-state test [--shared] KEY`: exit 0 when a `run --timeout 0` would get the lock now, 1
- * when not, 69 when the backend cannot be reached (issue 11).
+ * `shared-state test [--shared | --limit N] KEY`: exit 0 when a `run --timeout 0` would get the
+ * lock (or, issue 13, a permit with limit N) now, 1 when not, 69 when the backend cannot be
+ * reached (issue 11).
  */
 
 import { LockFailed } from "../errors.ts";
@@ -21,7 +22,9 @@ export async function testLock(args: TestArguments, env: Environment): Promise<n
   let state: StateABC | undefined;
   try {
     state = await openState(target, `shared-state test ${args.key}`);
-    const free = await state.testLock(args.key, { exclusive: args.exclusive });
+    const free = args.limit === undefined
+      ? await state.testLock(args.key, { exclusive: args.exclusive })
+      : await state.testPermit(args.key, { limit: args.limit });
     return free ? ExitCode.ok : ExitCode.held;
   } catch (error) {
     if (!(error instanceof LockFailed)) throw error;

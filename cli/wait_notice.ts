@@ -4,7 +4,7 @@
  * minute; and once the lock comes, after how long. Silent for a wait shorter than a second.
  */
 
-import { duration, lockName, tell } from "./messages.ts";
+import { duration, lockName, permitName, tell } from "./messages.ts";
 
 /** The first line comes after this long a wait. */
 export const FIRST_NOTICE_MS = 1000;
@@ -25,9 +25,10 @@ export class WaitNotice {
    * @param key The key waited for.
    * @param exclusive The mode waited for.
    * @param timeout The wait's timeout in milliseconds, `undefined` for none.
+   * @param limit Issue 13: for a permit, its limit (`exclusive` is then ignored).
    */
-  constructor(key: string, exclusive: boolean, timeout: number | undefined) {
-    this.#what = lockName(key, exclusive);
+  constructor(key: string, exclusive: boolean, timeout: number | undefined, limit?: number) {
+    this.#what = limit === undefined ? lockName(key, exclusive) : permitName(key, limit);
     this.#limit = timeout === undefined ? "no timeout" : `gives up after ${duration(timeout)}`;
     this.#timer = setTimeout(() => this.#tell(), FIRST_NOTICE_MS);
   }

@@ -6,7 +6,14 @@
  * - `getLock options must be an object, got null`
  */
 
-import type { LockOptions, LockRequest, TestLockOptions } from "../lock.ts";
+import type {
+  LockOptions,
+  LockRequest,
+  PermitOptions,
+  PermitRequest,
+  TestLockOptions,
+  TestPermitOptions,
+} from "../lock.ts";
 
 const DEFAULT_REQUEST: LockRequest = Object.freeze({
   exclusive: true,
@@ -23,6 +30,10 @@ const SHARED_REQUEST: LockRequest = Object.freeze({ ...DEFAULT_REQUEST, exclusiv
 const LOCK_OPTIONS = optionNames<LockOptions>({ exclusive: true, timeout: true, signal: true });
 /** Options of `testLock`. */
 const TEST_OPTIONS = optionNames<TestLockOptions>({ exclusive: true });
+/** Options of `getPermit` and `withPermit`. */
+const PERMIT_OPTIONS = optionNames<PermitOptions>({ limit: true, timeout: true, signal: true });
+/** Options of `testPermit`. */
+const TEST_PERMIT_OPTIONS = optionNames<TestPermitOptions>({ limit: true });
 
 /** The most characters of a value quoted in a message. */
 const SHOWN_LENGTH = 40;
@@ -126,19 +137,12 @@ function parseExclusive(value: unknown, what: string): boolean {
   return value;
 }
 
-/**
- * Validates `getLock` options into a request whose deadline counts from now.
- *
- * @param what The options' name in messages: `"getLock options"` or `"withLock options"`.
- */
-export function parseLockOptions(options: LockOptions | undefined, what: string): LockRequest {
-  if (options === undefined) return DEFAULT_REQUEST;
-  checkOptions(options, LOCK_OPTIONS, what);
-  const exclusive = parseExclusive(options.exclusive, what);
-  const { timeout, signal } = options;
-  if (timeout === undefined && signal === undefined) {
-    return exclusive ? DEFAULT_REQUEST : SHARED_REQUEST;
-  }
+/** Checks the `timeout` and `signal` options, common to locks and permits. */
+function checkWait(
+  timeout: unknown,
+  signal: unknown,
+  what: string,
+): { timeout: number | undefined; signal: AbortSignal | undefined } {
   if (timeout !== undefined) {
     if (typeof timeout !== "number") {
       throw optionTypeError(what, "timeout", "a number of milliseconds", timeout);
@@ -155,6 +159,22 @@ export function parseLockOptions(options: LockOptions | undefined, what: string)
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw optionTypeError(what, "signal", "an AbortSignal", signal);
   }
+  return { timeout, signal };
+}
+
+/**
+ * Validates `getLock` options into a request whose deadline counts from now.
+ *
+ * @param what The options' name in messages: `"getLock options"` or `"withLock options"`.
+ */
+export function parseLockOptions(options: LockOptions | undefined, what: string): LockRequest {
+  if (options === undefined) return DEFAULT_REQUEST;
+  checkOptions(options, LOCK_OPTIONS, what);
+  const exclusive = parseExclusive(options.exclusive, what);
+  if (options.timeout === undefined && options.signal === undefined) {
+    return exclusive ? DEFAULT_REQUEST : SHARED_REQUEST;
+  }
+  const { timeout, signal } = checkWait(options.timeout, options.signal, what);
   return {
     exclusive,
     deadline: timeout === undefined ? undefined : performance.now() + timeout,
@@ -169,4 +189,60 @@ export function checkTestOptions(options: TestLockOptions | undefined): boolean 
   if (options === undefined) return true;
   checkOptions(options, TEST_OPTIONS, "testLock options");
   return parseExclusive(options.exclusive, "testLock options");
+}
+
+// ---- Permits and multi-key locks (issue 13) ----
+
+/** A permit's `limit`: a positive safe integer, required. */
+function parseLimit(value: unknown, what: string): number {
+  if (typeof value !== "number") throw optionTypeError(what, "limit", "a number", value);
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw optionRangeError(what, "limit", "a positive safe integer", value);
+  }
+  return value;
+}
+
+/**
+ * Validates `getPermit` options (`limit` required) into a request whose deadline counts from now.
+ *
+ * @param what The options' name in messages: `"getPermit options"` or `"withPermit options"`.
+ */
+export function parsePermitOptions(
+  options: PermitOptions | undefined,
+  what: string,
+): PermitRequest {
+  checkOptions(options, PERMIT_OPTIONS, what);
+  const limit = parseLimit(options.limit, what);
+  const { timeout, signal } = checkWait(options.timeout, options.signal, what);
+  return {
+    exclusive: false,
+    limit,
+    deadline: timeout === undefined ? undefined : performance.now() + timeout,
+    timeout,
+    tryOnce: timeout === 0,
+    signal,
+  };
+}
+
+/** Validates `testPermit` options into the limit to test. */
+export function checkTestPermitOptions(options: TestPermitOptions | undefined): number {
+  checkOptions(options, TEST_PERMIT_OPTIONS, "testPermit options");
+  return parseLimit(options.limit, "testPermit options");
+}
+
+/**
+ * Validates the keys of `getLocks`: an array of strings, at least one. Duplicates are dropped
+ * (a key named twice is locked once); the result keeps the order in which keys were first named.
+ */
+export function parseKeys(keys: unknown): string[] {
+  if (!Array.isArray(keys)) {
+    throw new TypeError(`keys must be an array of strings, got ${show(keys)}`);
+  }
+  if (keys.length === 0) throw new RangeError("keys must name at least one key, got []");
+  for (const [index, key] of keys.entries()) {
+    if (typeof key !== "string") {
+      throw new TypeError(`keys[${index}] must be a string, got ${show(key)}`);
+    }
+  }
+  return [...new Set(keys as string[])];
 }

@@ -1,23 +1,25 @@
-/** The part of a {@link Lock} that every backend shares: lazy signal, single release, loss, token. */
+/**
+ * The part of a {@link Lock} (and of a {@link Permit}) that every backend shares: lazy signal,
+ * single release, loss, and a lock's fencing token.
+ */
 
 import { LockLost, type LockLostReason } from "../errors.ts";
-import type { Lock } from "../lock.ts";
+import type { Lock, Permit } from "../lock.ts";
+import type { Requested } from "./failures.ts";
 
 /** A settled `release()` result, shared: freeing many locks needs no promise each. */
 export const RELEASED: Promise<void> = Promise.resolve();
 
 /**
- * A held lock. A backend subclass frees the lock in {@link BaseLock.unlock}, makes its fencing
- * token in {@link BaseLock.fence}, and calls {@link BaseLock.lose} when the backend takes the lock
- * away.
+ * Something held: a lock or a permit. A backend subclass frees it in {@link BaseHold.unlock},
+ * makes a lock's fencing token in {@link BaseHold.fence}, and calls {@link BaseHold.lose} when the
+ * backend takes it away.
  *
  * The signal is created on first use: most locks are released without anyone reading it, and an
  * AbortController costs more than the rest of an uncontended acquire. The fencing token likewise:
  * nothing is paid for it until `fencingToken()` is called.
  */
-export abstract class BaseLock implements Lock {
-  readonly key: string;
-  readonly exclusive: boolean;
+abstract class BaseHold {
   #controller: AbortController | undefined;
   #lost: LockLost | undefined;
   #release: Promise<void> | undefined;
@@ -25,10 +27,8 @@ export abstract class BaseLock implements Lock {
   /** `release()` was called while the token was being made: the unlock waits for it. */
   #unlockPending = false;
 
-  constructor(key: string, exclusive: boolean) {
-    this.key = key;
-    this.exclusive = exclusive;
-  }
+  /** What its LockLost names: the key and the mode, and a permit's limit. */
+  protected abstract get requested(): Requested;
 
   get signal(): AbortSignal {
     if (this.#controller === undefined) {
@@ -71,14 +71,15 @@ export abstract class BaseLock implements Lock {
     return this.release();
   }
 
-  fencingToken(): Promise<bigint> {
+  /** A lock's `fencingToken()` (issue 12): made once, while held, by {@link BaseHold.fence}. */
+  protected fencing(): Promise<bigint> {
     if (this.#token !== undefined) return this.#token;
     if (this.#lost !== undefined) return Promise.reject(this.#lost);
     if (this.#release !== undefined) {
       return Promise.reject(
         new Error(
           `fencingToken() was first called after release() of the lock on ${
-            JSON.stringify(this.key.slice(0, 80))
+            JSON.stringify(this.requested.key.slice(0, 80))
           }: ask for the token while the lock is held`,
         ),
       );
@@ -113,7 +114,8 @@ export abstract class BaseLock implements Lock {
     }
     if (this.#release !== undefined) return;
     this.#release = RELEASED;
-    this.#lost = new LockLost(message, { key: this.key, exclusive: this.exclusive, reason, cause });
+    const { key, exclusive, limit } = this.requested;
+    this.#lost = new LockLost(message, { key, exclusive, limit, reason, cause });
     this.#controller?.abort(this.#lost);
   }
 
@@ -127,5 +129,46 @@ export abstract class BaseLock implements Lock {
    */
   protected fence(): Promise<bigint> {
     return Promise.reject(new Error(`${this.constructor.name} makes no fencing tokens`));
+  }
+}
+
+/** A held lock: see {@link BaseHold}. */
+export abstract class BaseLock extends BaseHold implements Lock {
+  readonly key: string;
+  readonly exclusive: boolean;
+
+  constructor(key: string, exclusive: boolean) {
+    super();
+    this.key = key;
+    this.exclusive = exclusive;
+  }
+
+  protected get requested(): Requested {
+    return this;
+  }
+
+  fencingToken(): Promise<bigint> {
+    return this.fencing();
+  }
+}
+
+/** A held permit (issue 13): see {@link BaseHold}. Its LockLost names its limit. */
+export abstract class BasePermit extends BaseHold implements Permit {
+  readonly key: string;
+  readonly limit: number;
+
+  constructor(key: string, limit: number) {
+    super();
+    this.key = key;
+    this.limit = limit;
+  }
+
+  /** Always `false`: a permit has no mode (its failures and losses say `exclusive: false`). */
+  get exclusive(): false {
+    return false;
+  }
+
+  protected get requested(): Requested {
+    return this;
   }
 }

@@ -6,30 +6,41 @@
 
 import { LockFailed, type LockFailedReason } from "../errors.ts";
 
-/** What a failure is about: the key and the requested mode. */
+/** What a failure is about: the key and the requested mode, and a permit's limit. */
 export interface Requested {
   readonly key: string;
   readonly exclusive: boolean;
+  /** Set for a permit (issue 13): its limit. */
+  readonly limit?: number;
 }
 
 /** `timeout: 0` and the lock was not free. */
-export function busy({ key, exclusive }: Requested): LockFailed {
-  return new LockFailed("it is busy (timeout 0)", { key, exclusive, reason: "busy" });
+export function busy({ key, exclusive, limit }: Requested): LockFailed {
+  return new LockFailed("it is busy (timeout 0)", { key, exclusive, limit, reason: "busy" });
 }
 
 /** The caller's timeout of `ms` milliseconds passed. */
-export function timedOut({ key, exclusive }: Requested, ms: number | undefined): LockFailed {
-  return new LockFailed(`timed out after ${ms} ms`, { key, exclusive, reason: "timeout" });
+export function timedOut(
+  { key, exclusive, limit }: Requested,
+  ms: number | undefined,
+): LockFailed {
+  return new LockFailed(`timed out after ${ms} ms`, { key, exclusive, limit, reason: "timeout" });
 }
 
 /** The caller's signal was aborted; its reason becomes the cause. */
-export function aborted({ key, exclusive }: Requested, signal: AbortSignal): LockFailed {
-  return new LockFailed("aborted", { key, exclusive, reason: "aborted", cause: signal.reason });
+export function aborted({ key, exclusive, limit }: Requested, signal: AbortSignal): LockFailed {
+  return new LockFailed("aborted", {
+    key,
+    exclusive,
+    limit,
+    reason: "aborted",
+    cause: signal.reason,
+  });
 }
 
 /** The state is closed, or was closed while the request waited. */
-export function closed({ key, exclusive }: Requested): LockFailed {
-  return new LockFailed("the state is closed", { key, exclusive, reason: "closed" });
+export function closed({ key, exclusive, limit }: Requested): LockFailed {
+  return new LockFailed("the state is closed", { key, exclusive, limit, reason: "closed" });
 }
 
 /**
@@ -37,10 +48,10 @@ export function closed({ key, exclusive }: Requested): LockFailed {
  * the others, where the backend learnt it from its server).
  */
 export function backendFailure(
-  { key, exclusive }: Requested,
+  { key, exclusive, limit }: Requested,
   reason: LockFailedReason,
   message: string,
   cause?: unknown,
 ): LockFailed {
-  return new LockFailed(message, { key, exclusive, reason, cause });
+  return new LockFailed(message, { key, exclusive, limit, reason, cause });
 }

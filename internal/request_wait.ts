@@ -1,12 +1,13 @@
 /**
  * The waiting phase of one lock request, the same in every backend (issue 10): the promise the
- * caller awaits, the deadline timer, the abort listener, and settling exactly once.
+ * caller awaits, the deadline timer, the abort listener, and settling exactly once. Permits (issue
+ * 13) wait the same way: their `requested` carries the limit, which their failures name.
  */
 
 import type { LockFailed } from "../errors.ts";
 import type { Lock, LockRequest } from "../lock.ts";
 import { DeadlineTimer } from "./deadline.ts";
-import { aborted, timedOut } from "./failures.ts";
+import { aborted, type Requested, timedOut } from "./failures.ts";
 
 /** Why a request stopped waiting on its own. */
 export type GiveUpReason = "timeout" | "aborted";
@@ -33,7 +34,7 @@ export class RequestWait<T = Lock> {
    * @param onGiveUp Called once the request failed by itself, to leave the backend's queue.
    */
   constructor(
-    readonly requested: { readonly key: string; readonly exclusive: boolean },
+    readonly requested: Requested,
     readonly request: LockRequest,
     onGiveUp: (wait: RequestWait<T>, why: GiveUpReason) => void,
   ) {

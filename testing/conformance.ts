@@ -10,6 +10,8 @@ import { LockFailed, LockLost } from "../errors.ts";
 import { checkFunction, checkOptions, optionNames, show } from "../internal/arguments.ts";
 import type { Lock, StateABC } from "../state.ts";
 import { deferred, InvariantMonitor, macrotask, random, watch } from "./helpers.ts";
+import { multiLockTests } from "./multi_lock_tests.ts";
+import { permitTests } from "./permit_tests.ts";
 
 /** How {@link conformanceSuite} makes and checks states of the backend under test. */
 export interface ConformanceOptions {
@@ -736,6 +738,11 @@ export function conformanceSuite(name: string, options: ConformanceOptions): voi
         for (const key of keys) assert.equal(await state.testLock(key), true);
       });
     });
+
+    // Issue 13: counting semaphores and multi-key locks.
+    const context = { test, open, freshKey, sharedBacking: options.sharedBacking === true };
+    permitTests(context);
+    multiLockTests(context);
 
     if (options.sharedBacking) {
       describe("two states on one backend", () => {

@@ -84,3 +84,39 @@ export class InvariantMonitor {
     map.set(key, (map.get(key) ?? 0) - 1);
   }
 }
+
+/**
+ * Checks the permit invariant from inside critical sections (issue 13): for every L, at most L
+ * holders of a key whose own limit is L or less (with one limit for all: at most `limit`).
+ */
+export class PermitMonitor {
+  readonly #limits = new Map<string, number[]>();
+  violations: string[] = [];
+  entered = 0;
+  /** The most holders of one key seen at once. */
+  most = 0;
+
+  enter(key: string, limit: number): void {
+    this.entered++;
+    const limits = this.#limits.get(key) ?? [];
+    this.#limits.set(key, limits);
+    limits.push(limit);
+    limits.sort((a, b) => a - b);
+    this.most = Math.max(this.most, limits.length);
+    // The i-th smallest limit (1-based) must be at least i.
+    const broken = limits.findIndex((held, i) => held < i + 1);
+    if (broken >= 0) {
+      this.violations.push(
+        `a holder with limit ${limit} entered ${key} with holders of limits ${limits.join(", ")}`,
+      );
+    }
+  }
+
+  exit(key: string, limit: number): void {
+    const limits = this.#limits.get(key) ?? [];
+    const index = limits.indexOf(limit);
+    if (index < 0) this.violations.push(`exit from ${key} (limit ${limit}) without an enter`);
+    else limits.splice(index, 1);
+    if (limits.length === 0) this.#limits.delete(key);
+  }
+}

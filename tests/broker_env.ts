@@ -11,9 +11,9 @@ import {
   brokerHandler,
   type BrokerOptions,
   type BrokerStateOptions,
-  serveBroker,
   type WebSocketConstructor,
 } from "../backends/broker.ts";
+import { serveBroker } from "../backends/broker_node.ts";
 
 /** A broker listening on a loopback port. */
 export interface RunningBroker {

@@ -112,7 +112,12 @@ describe("broker: fencing tokens and inspect", () => {
     assert.deepEqual((await parent.inspect(`${tag}/held`)).holders, []);
   });
 
-  it("answers fence and inspect frames, and refuses malformed ones", async () => {
+  it("announces fence and inspect, answers them, and refuses malformed ones", async () => {
+    const announcing = await RawClient.connect(broker.url);
+    announcing.send({ op: "hello", version: 1, token: TOKEN });
+    const welcome = await announcing.next((frame) => frame.op === "welcome");
+    assert.deepEqual(welcome.features, ["fence", "inspect"]);
+    await announcing.close();
     const raw = await RawClient.authenticated(broker.url, TOKEN);
     try {
       raw.send({ op: "fence", id: 7 });
@@ -204,6 +209,11 @@ describe("broker: fencing tokens and inspect", () => {
       holders: Array.from({ length: MAX_INSPECT_ENTRIES + 1 }, () => ({ exclusive: false })),
       waiters: [],
     });
+    // A broker that announces no features (an older one) gets no fence: see the next test.
+    assert.deepEqual(
+      (parseServerFrame('{"op":"welcome","version":1}') as { features: string[] }).features,
+      [],
+    );
     assert.deepEqual(parseClientFrame('{"op":"inspect","id":3,"key":""}'), {
       op: "inspect",
       id: 3,

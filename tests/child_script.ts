@@ -1,12 +1,14 @@
 /**
  * How a test starts one of its scripts as an OS process, under the runtime it runs on: `deno run`
- * on the `.ts` sources, `node` on the compiled `.js` copy of the npm build.
+ * on the `.ts` sources, `node` (or `bun`) on the compiled `.js` copy of the npm build.
  */
 
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 
 const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
+/** Bun runs the compiled copy (docs/runtimes.md), with `bun test` as its test runner. */
+const isBun = (process.versions as { bun?: string }).bun !== undefined;
 /** `.ts` on the sources, `.js` in the compiled package. */
 const extension = import.meta.url.endsWith(".ts") ? ".ts" : ".js";
 
@@ -37,16 +39,16 @@ export function cliCommand(args: string[]): { command: string; args: string[] } 
 
 /**
  * The command and arguments that run the `node:test` tests of `tests/<script>` (no extension):
- * `deno test` on the sources, `node --test` with the `spec` reporter on the compiled copy. Either
- * prints a line per test that names it and says whether it passed (`ok`/`✔`) or failed
- * (`FAILED`/`✖`), and exits non-zero when a test failed.
+ * `deno test` on the sources, `node --test` with the `spec` reporter on the compiled copy, or
+ * `bun test` on it under Bun. Each prints a line per test that names it and says whether it
+ * passed (`ok`/`✔`/`(pass)`) or failed (`FAILED`/`✖`/`(fail)`), and exits non-zero when a test
+ * failed.
  */
 export function testScriptCommand(script: string): { command: string; args: string[] } {
   const path = scriptPath(script);
-  return {
-    command: process.execPath,
-    args: isDeno
-      ? ["test", "--allow-all", "--no-check", path]
-      : ["--test", "--test-reporter=spec", path],
-  };
+  let args: string[];
+  if (isDeno) args = ["test", "--allow-all", "--no-check", path];
+  else if (isBun) args = ["test", "--timeout", "60000", path];
+  else args = ["--test", "--test-reporter=spec", path];
+  return { command: process.execPath, args };
 }

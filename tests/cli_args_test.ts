@@ -58,6 +58,7 @@ describe("shared-state: the command line", () => {
         args: {
           key: "reports/daily",
           exclusive: false,
+          limit: undefined,
           timeout: 0,
           killAfter: 250,
           quiet: true,
@@ -82,6 +83,7 @@ describe("shared-state: the command line", () => {
       args: {
         key: "k",
         exclusive: false,
+        limit: undefined,
         backend: { url: undefined, token: undefined, namespace: "n" },
       },
     });
@@ -105,6 +107,23 @@ describe("shared-state: the command line", () => {
       }).args.port,
       0,
     );
+  });
+
+  it("reads --limit N as a permit of KEY (issue 13)", () => {
+    const run = parseInvocation(["run", "--limit", "3", "payments", "--", "true"]);
+    assert.equal(run.kind, "run");
+    if (run.kind === "run") {
+      assert.equal(run.args.limit, 3);
+      assert.equal(run.args.key, "payments");
+    }
+    const test = parseInvocation(["test", "--limit=2", "payments"]);
+    assert.equal(test.kind === "test" && test.args.limit, 2);
+    for (const bad of ["0", "-1", "1.5", "x", "", "9007199254740993"]) {
+      usageError(["run", `--limit=${bad}`, "k", "--", "true"], /--limit needs a whole number/);
+      usageError(["test", `--limit=${bad}`, "k"], /--limit needs a whole number/);
+    }
+    usageError(["run", "--limit", "2", "--shared", "k", "--", "true"], /leave out --shared/);
+    usageError(["test", "--shared", "--limit", "2", "k"], /leave out --shared/);
   });
 
   it("refuses what it does not understand", () => {

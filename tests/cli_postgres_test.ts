@@ -298,4 +298,65 @@ describe("shared-state run and test on PostgreSQL", { skip }, () => {
       await lock?.release();
     }
   });
+
+  it("run --limit N: at most N runs at once hold a permit of KEY (issue 13)", async () => {
+    const key = "permits";
+    const gate = scratch.file("permit-gate");
+    const first = new CliProcess(cli("run", "--limit", "2", key, "--", ...gated(gate)), { env });
+    await within(first.waitFor("stdout", "started"), "the first holder");
+    const second = await runCli(
+      cli(
+        "run",
+        "--limit",
+        "2",
+        "--timeout",
+        "0",
+        key,
+        "--",
+        "sh",
+        "-c",
+        'echo "$SHARED_STATE_MODE $SHARED_STATE_LIMIT"',
+      ),
+      { env },
+    );
+    assert.deepEqual(second, { code: 0, stdout: "permit 2\n", stderr: "" }, "two may hold it");
+    const keep = scratch.file("permit-keep");
+    const third = new CliProcess(cli("run", "--limit", "2", key, "--", ...gated(keep)), { env });
+    await within(third.waitFor("stdout", "started"), "a second holder");
+    const marker = scratch.file("permit-marker");
+    const busy = await runCli(
+      cli("run", "--limit", "2", "--timeout", "0", key, "--", ...marking(marker)),
+      { env },
+    );
+    assert.equal(busy.code, ExitCode.notAcquired, busy.stderr);
+    assert.match(busy.stderr, /permit on "permits" \(limit 2\).*busy.*the command did not run/);
+    assert.equal(scratch.exists(marker), false);
+    assert.equal((await runCli(cli("test", "--limit", "2", key), { env })).code, ExitCode.held);
+    assert.equal((await runCli(cli("test", "--limit", "3", key), { env })).code, ExitCode.ok);
+    // A permit key is not a lock key.
+    assert.equal((await runCli(cli("test", key), { env })).code, ExitCode.ok);
+    scratch.touch(gate);
+    scratch.touch(keep);
+    assert.equal((await within(first.ended, "the first holder ended")).code, 0);
+    assert.equal((await within(third.ended, "the second holder ended")).code, 0);
+
+    // Four runs at once with --limit 2: never three sections open together.
+    const log = scratch.file("permit-log");
+    const results = await within(
+      Promise.all(
+        [0, 1, 2, 3].map((n) =>
+          runCli(cli("run", "--limit", "2", key, "--", ...criticalSection(log, n)), { env })
+        ),
+      ),
+      "four runs with --limit 2",
+      60_000,
+    );
+    assert.deepEqual(results.map((result) => result.code), [0, 0, 0, 0]);
+    let open = 0;
+    for (const line of scratch.lines(log)) {
+      open += line.startsWith("start") ? 1 : -1;
+      assert.ok(open <= 2, `three sections open at once:\n${scratch.lines(log).join("\n")}`);
+    }
+    assert.equal((await runCli(cli("test", "--limit", "1", key), { env })).code, ExitCode.ok);
+  });
 });

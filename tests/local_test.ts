@@ -54,6 +54,36 @@ describe("LocalState", () => {
     }
   });
 
+  it("frees the keys a getLocks took in the abort itself, so that the next call finds them free", async () => {
+    const state = new LocalState();
+    const holder = await state.getLock("b");
+    const controller = new AbortController();
+    const waiting = state.getLocks(["a", "b", "c"], { signal: controller.signal });
+    waiting.catch(() => {});
+    await Promise.resolve();
+    assert.equal(await state.testLock("a"), false, "a is held while b is awaited");
+    controller.abort(new Error("enough"));
+    // No await between the abort and the look: a broker reads its next frame just so.
+    const free = state.testLock("a");
+    assert.equal(await free, true);
+    await assert.rejects(waiting, { name: "LockFailed", reason: "aborted", key: "b" });
+    await holder.release();
+    assert.equal(state.size, 0);
+  });
+
+  it("forgets a permit key as soon as no permit of it is held or awaited", async () => {
+    const state = new LocalState();
+    const permit = await state.getPermit("p", { limit: 1 });
+    const lock = await state.getLock("p");
+    const waiter = state.getPermit("p", { limit: 1, timeout: 5 }).catch(() => "timed out");
+    assert.equal(state.size, 2, "a lock key and a permit key of the same name");
+    assert.equal(await waiter, "timed out");
+    await permit.release();
+    assert.equal(state.size, 1);
+    await lock.release();
+    assert.equal(state.size, 0);
+  });
+
   it("rejects bad constructor options, an unknown one by name", () => {
     assert.throws(() => new LocalState(null as never), {
       name: "TypeError",

@@ -7,9 +7,10 @@
  */
 
 import assert from "node:assert/strict";
+import net from "node:net";
 import { after, describe, it } from "node:test";
 import { type Lock, LockFailed, LockLost } from "../mod.ts";
-import type { PostgresState } from "../backends/postgres.ts";
+import type { PostgresClientOptions, PostgresState } from "../backends/postgres.ts";
 import { macrotask, random, watch } from "../testing/helpers.ts";
 import {
   aborted,
@@ -80,6 +81,52 @@ describe("PostgresState when its connections die", { skip }, () => {
         } finally {
           await state.close();
           await observer.close();
+        }
+        assert.deepEqual(await advisoryLocksOf(admin!, name), []);
+      });
+
+      it("fails a request at once when a write fails with no event after it, then connects again", async () => {
+        // What Cloudflare Workers does to a socket that another request opened: the write's
+        // callback gets an error, the socket is destroyed, and no error or close event follows.
+        let broken = false;
+        const socket = ({ host, port }: { host: string[]; port: number[] }) => {
+          const made = net.connect({ host: host[0], port: port[0] });
+          const write = made.write.bind(made) as (...args: unknown[]) => boolean;
+          made.write = ((...args: unknown[]) => {
+            if (!broken) return write(...args);
+            const callback = args.find((arg) => typeof arg === "function") as
+              | ((error: Error) => void)
+              | undefined;
+            made.emit = () => false;
+            made.destroy();
+            queueMicrotask(() => callback?.(new Error("Cannot perform I/O on behalf of another")));
+            return false;
+          }) as typeof made.write;
+          return made;
+        };
+        const name = app("silent-write");
+        // The heartbeat would notice after two of its intervals: make it too slow to be the cause.
+        const state = testState(name, {
+          namespace,
+          mode,
+          heartbeatInterval: 60_000,
+          clientOptions: { socket } as unknown as PostgresClientOptions,
+        });
+        try {
+          await (await state.getLock("silent/1")).release();
+          broken = true;
+          const failed = watch(state.getLock("silent/1"));
+          await within(failed.done, "the request on the broken socket failing");
+          assert.equal(failed.outcome.status, "rejected");
+          const reason = (failed.outcome as { reason: unknown }).reason;
+          assert.ok(reason instanceof LockFailed, String(reason));
+          assert.equal(reason.reason, "unreachable");
+          broken = false;
+          const lock = await within(state.getLock("silent/1"), "a request on a new connection");
+          assert.equal(await state.testLock("silent/1"), false);
+          await lock.release();
+        } finally {
+          await state.close();
         }
         assert.deepEqual(await advisoryLocksOf(admin!, name), []);
       });

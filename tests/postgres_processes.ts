@@ -87,3 +87,23 @@ export function violations(events: readonly Event[]): string[] {
   }
   return found;
 }
+
+/**
+ * Issue 13: walks the events of permit holders (recorded as shared) in time order; returns every
+ * moment at which more than `limit` held a key.
+ */
+export function permitViolations(events: readonly Event[], limit: number): string[] {
+  const found: string[] = [];
+  const holders = new Map<string, number>();
+  for (const { seq, proc, key, event } of events) {
+    const count = (holders.get(key) ?? 0) + (event === "enter" ? 1 : -1);
+    holders.set(key, count);
+    if (count > limit) {
+      found.push(`#${seq}: process ${proc} entered ${key} as holder number ${count} of ${limit}`);
+    }
+  }
+  for (const [key, count] of holders) {
+    if (count !== 0) found.push(`${key}: unbalanced enter/exit rows`);
+  }
+  return found;
+}

@@ -48,6 +48,13 @@ export interface WorkerConfig {
   refusal?: string;
   /** With `refusal`: states made in all, the first included. */
   states?: number;
+  /**
+   * Issue 13: `"permits"` takes permits of this limit (recorded as shared) instead of locks;
+   * `"multi"` takes every key at once with `getLocks`, in an order of its own each time.
+   */
+  kind?: "locks" | "permits" | "multi";
+  /** With `kind: "permits"`: the limit. */
+  limit?: number;
 }
 
 /** What a child reports. */
@@ -103,12 +110,19 @@ async function main(config: WorkerConfig): Promise<WorkerReport> {
       const next = random(config.seed * 100 + loop);
       for (let i = 0; i < config.iterations; i++) {
         const key = config.keys[Math.floor(next() * config.keys.length)];
-        const exclusive = next() < 0.5;
+        const kind = config.kind ?? "locks";
+        const exclusive = kind === "multi" || (kind === "locks" && next() < 0.5);
         const timeout = next() < 0.2 ? next() * 20 : undefined;
         let lock;
         const current = state;
+        // `multi`: every key, in an order of this iteration's own; recorded on the first key.
+        const order = [...config.keys].sort(() => next() - 0.5);
         try {
-          lock = await current.getLock(key, { exclusive, timeout });
+          lock = kind === "permits"
+            ? await current.getPermit(key, { limit: config.limit!, timeout })
+            : kind === "multi"
+            ? await current.getLocks(order, { timeout })
+            : await current.getLock(key, { exclusive, timeout });
         } catch (error) {
           if (error instanceof LockFailed && refusal?.test(error.message)) {
             report.refused!++;
@@ -130,7 +144,10 @@ async function main(config: WorkerConfig): Promise<WorkerReport> {
             exit ??= record(key, exclusive, "exit");
           }, { once: true });
         }
+        // `multi`: the other keys are recorded around the first, held all the while.
+        const others = kind === "multi" ? config.keys.filter((k) => k !== key) : [];
         try {
+          for (const other of others) await record(other, exclusive, "enter");
           await record(key, exclusive, "enter");
           if (exclusive) {
             const [row] = await log`select value from ${counters} where key = ${key}`;
@@ -144,6 +161,7 @@ async function main(config: WorkerConfig): Promise<WorkerReport> {
           if (lock.signal.aborted && refusal === undefined) throw lock.signal.reason;
           exit ??= record(key, exclusive, "exit");
           await exit;
+          for (const other of others) await record(other, exclusive, "exit");
         } finally {
           await lock.release();
         }

@@ -3,13 +3,13 @@
  * the first request and again after a loss.
  */
 
-import { backendFailure } from "../../internal/failures.ts";
+import { backendFailure, type Requested } from "../../internal/failures.ts";
 import { checkOptions, optionNames, optionTypeError, show } from "../../internal/arguments.ts";
-import type { Lock, LockInfo, LockRequest } from "../../state.ts";
+import type { Lock, LockInfo, LockRequest, MultiLock, Permit, PermitRequest } from "../../state.ts";
 import { StateABC } from "../../state.ts";
 import { Connection, type WebSocketConstructor } from "./connection.ts";
 import { checkInterval } from "./heartbeat.ts";
-import { DEFAULT_HEARTBEAT_INTERVAL, MAX_KEY_LENGTH } from "./protocol.ts";
+import { DEFAULT_HEARTBEAT_INTERVAL, MAX_KEY_LENGTH, MAX_KEYS } from "./protocol.ts";
 
 export type { WebSocketConstructor } from "./connection.ts";
 
@@ -44,6 +44,18 @@ const OPTION_NAMES = optionNames<BrokerStateOptions>({
 });
 
 let stateCounter = 0;
+
+/** The refusal of a key longer than a broker takes, if it is. */
+function tooLong(key: string, requested: Requested): Promise<never> | undefined {
+  if (key.length <= MAX_KEY_LENGTH) return undefined;
+  return Promise.reject(
+    backendFailure(
+      requested,
+      "refused",
+      `keys sent to a broker are limited to ${MAX_KEY_LENGTH} UTF-16 code units`,
+    ),
+  );
+}
 
 /**
  * Named read/write locks held by a broker ({@link brokerHandler} or `serveBroker`) for every
@@ -193,5 +205,44 @@ export class BrokerState extends StateABC {
       });
     }
     return this.#connection;
+  }
+
+  // ---- Permits and multi-key locks (issue 13) ----
+
+  /** Sends a permit request (`permit` frame) over the connection. */
+  protected acquirePermit(key: string, request: PermitRequest): Promise<Permit> {
+    const refusal = tooLong(key, { key, exclusive: false, limit: request.limit });
+    return refusal ?? this.#connect().acquirePermit(key, request);
+  }
+
+  /** Sends a `testPermit` request over the connection. */
+  protected probePermit(key: string, limit: number): Promise<boolean> {
+    const refusal = tooLong(key, { key, exclusive: false, limit });
+    return refusal ?? this.#connect().test(key, false, limit);
+  }
+
+  /**
+   * Sends the keys in one `acquireAll` request: the broker's state takes them all or none, in
+   * its own canonical order, so that every client of the broker shares that order.
+   */
+  protected override acquireLocks(
+    keys: readonly string[],
+    request: LockRequest,
+  ): Promise<MultiLock> {
+    const { exclusive } = request;
+    if (keys.length > MAX_KEYS) {
+      return Promise.reject(
+        backendFailure(
+          { key: keys[0], exclusive },
+          "refused",
+          `a broker takes at most ${MAX_KEYS} keys at once`,
+        ),
+      );
+    }
+    for (const key of keys) {
+      const refusal = tooLong(key, { key, exclusive });
+      if (refusal !== undefined) return refusal;
+    }
+    return this.#connect().acquireAll(keys, request);
   }
 }

@@ -4,11 +4,12 @@
  */
 
 import { LockFailed, type LockFailedReason, type LockLostReason } from "../../errors.ts";
-import { BaseLock } from "../../internal/base_lock.ts";
+import { BaseLock, BasePermit } from "../../internal/base_lock.ts";
+import type { Requested } from "../../internal/failures.ts";
 import { holderEntry } from "../../internal/holders.ts";
 import { RequestWait } from "../../internal/request_wait.ts";
 import { backendLogger } from "../../internal/log.ts";
-import type { Lock, LockInfo, LockRequest } from "../../state.ts";
+import type { Lock, LockInfo, LockRequest, MultiLock, Permit, PermitRequest } from "../../state.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import {
   type ClientFrame,
@@ -44,9 +45,9 @@ export interface ConnectionConfig {
  */
 type AcquireState =
   /** The caller awaits a grant. */
-  | { readonly phase: "waiting"; readonly wait: RequestWait<Lock> }
-  /** The caller has the lock. */
-  | { readonly phase: "held"; readonly lock: BrokerLock }
+  | { readonly phase: "waiting"; readonly wait: RequestWait<Holding> }
+  /** The caller has the lock (or the permit, or the locks). */
+  | { readonly phase: "held"; readonly lock: Holding }
   /** The caller released it; `released` settles its `release()` once the broker confirms. */
   | { readonly phase: "releasing"; readonly released: () => void }
   /**
@@ -55,11 +56,17 @@ type AcquireState =
    */
   | { readonly phase: "abandoned" };
 
+/** What an acquire asks the broker for: a lock, or (issue 13) a permit or several locks. */
+type Target =
+  | { readonly kind: "lock"; readonly key: string; readonly exclusive: boolean }
+  | { readonly kind: "permit"; readonly key: string; readonly limit: number }
+  | { readonly kind: "locks"; readonly keys: readonly string[]; readonly exclusive: boolean };
+
 /** An acquire request, then the lock it became. */
 interface AcquireEntry {
   readonly kind: "acquire";
   readonly id: number;
-  readonly key: string;
+  readonly target: Target;
   readonly request: LockRequest;
   state: AcquireState;
 }
@@ -73,12 +80,13 @@ type TestState =
   }
   | { readonly phase: "abandoned" };
 
-/** A `testLock` in flight. */
+/** A `testLock` (or, issue 13, a `testPermit`: `limit` set) in flight. */
 interface TestEntry {
   readonly kind: "test";
   readonly id: number;
   readonly key: string;
   readonly exclusive: boolean;
+  readonly limit: number | undefined;
   state: TestState;
 }
 
@@ -119,8 +127,11 @@ type ConnectionState =
   /** The socket opens, or `hello` awaits `welcome`: frames wait in the outbox, in order. */
   | { readonly phase: "connecting"; readonly outbox: (() => ClientFrame)[] }
   | { readonly phase: "open" }
-  /** The state closes: releases were sent, `drained` is called once no entry is left. */
-  | { readonly phase: "closing"; readonly drained: () => void }
+  /**
+   * The state closes: releases were sent, `drained` is called once no entry is left; `ending` is
+   * why what is still carried ends, even when the socket fails meanwhile.
+   */
+  | { readonly phase: "closing"; readonly drained: () => void; readonly ending: Ending }
   | { readonly phase: "ended" };
 
 /** A lock held through the broker. */
@@ -128,8 +139,8 @@ class BrokerLock extends BaseLock {
   readonly #connection: Connection;
   readonly #entry: AcquireEntry;
 
-  constructor(connection: Connection, entry: AcquireEntry) {
-    super(entry.key, entry.request.exclusive);
+  constructor(connection: Connection, entry: AcquireEntry, key: string) {
+    super(key, entry.request.exclusive);
     this.#connection = connection;
     this.#entry = entry;
   }
@@ -141,6 +152,59 @@ class BrokerLock extends BaseLock {
   /** The served state's token, asked for over the connection (issue 12). */
   protected override fence(): Promise<bigint> {
     return this.#connection.fence(this.#entry);
+  }
+}
+
+/** Issue 13: a permit held through the broker. */
+class BrokerPermit extends BasePermit {
+  readonly #connection: Connection;
+  readonly #entry: AcquireEntry;
+
+  constructor(connection: Connection, entry: AcquireEntry, key: string, limit: number) {
+    super(key, limit);
+    this.#connection = connection;
+    this.#entry = entry;
+  }
+
+  protected unlock(): Promise<void> {
+    return this.#connection.release(this.#entry);
+  }
+}
+
+/**
+ * Issue 13: locks on several keys held through the broker, as one request: released together,
+ * lost together (its LockLost names the first key; the broker does not say which one went).
+ */
+class BrokerLocks extends BrokerLock implements MultiLock {
+  readonly keys: readonly string[];
+
+  constructor(connection: Connection, entry: AcquireEntry, keys: readonly string[]) {
+    super(connection, entry, keys[0]);
+    this.keys = Object.freeze([...keys]);
+  }
+}
+
+/** What a granted acquire holds. */
+type Holding = BrokerLock | BrokerPermit;
+
+/** What a request's failures name: its key (an acquireAll's failing one, if known) and mode. */
+function requestedOf(entry: Entry, failedKey?: string): Requested {
+  if (entry.kind === "test") {
+    return { key: entry.key, exclusive: entry.exclusive, limit: entry.limit };
+  }
+  if (entry.kind === "inspect") return { key: entry.key, exclusive: entry.exclusive };
+  const { target } = entry;
+  switch (target.kind) {
+    case "lock":
+      return { key: target.key, exclusive: target.exclusive };
+    case "permit":
+      return { key: target.key, exclusive: false, limit: target.limit };
+    case "locks": {
+      const key = failedKey !== undefined && target.keys.includes(failedKey)
+        ? failedKey
+        : target.keys[0];
+      return { key, exclusive: target.exclusive };
+    }
   }
 }
 
@@ -219,6 +283,8 @@ export class Connection {
   readonly #entries = new Map<number, Entry>();
   /** Issue 12: the `fence`s in flight, by the id of their held acquire. */
   readonly #fences = new Map<number, Fence>();
+  /** What the broker announced in `welcome` beyond the first frames (issue 12). */
+  #features: ReadonlySet<string> = new Set();
   #nextId = 1;
   #state: ConnectionState = { phase: "connecting", outbox: [] };
   #socket: WebSocketLike | undefined;
@@ -274,42 +340,79 @@ export class Connection {
 
   /** Sends an acquire request; settles with the lock or {@link LockFailed}. */
   acquire(key: string, request: LockRequest): Promise<Lock> {
-    const { exclusive, deadline } = request;
+    const target: Target = { kind: "lock", key, exclusive: request.exclusive };
+    return this.#acquire(target, request) as Promise<BrokerLock>;
+  }
+
+  /** Issue 13: sends a permit request; settles with the permit or {@link LockFailed}. */
+  acquirePermit(key: string, request: PermitRequest): Promise<Permit> {
+    const target: Target = { kind: "permit", key, limit: request.limit };
+    return this.#acquire(target, request) as Promise<BrokerPermit>;
+  }
+
+  /** Issue 13: sends an acquireAll request for distinct `keys`; settles with them all. */
+  acquireAll(keys: readonly string[], request: LockRequest): Promise<MultiLock> {
+    const target: Target = { kind: "locks", keys, exclusive: request.exclusive };
+    return this.#acquire(target, request) as Promise<BrokerLocks>;
+  }
+
+  #acquire(target: Target, request: LockRequest): Promise<Holding> {
+    const { deadline } = request;
     const entry: AcquireEntry = {
       kind: "acquire",
       id: this.#nextId++,
-      key,
+      target,
       request,
       state: { phase: "abandoned" },
     };
-    const wait = new RequestWait<Lock>({ key, exclusive }, request, () => this.#gaveUp(entry));
+    const wait = new RequestWait<Holding>(
+      requestedOf(entry),
+      request,
+      () => this.#gaveUp(entry),
+    );
     entry.state = { phase: "waiting", wait };
     this.#entries.set(entry.id, entry);
-    this.#send(() => ({
-      op: "acquire",
-      id: entry.id,
-      key,
-      exclusive,
+    this.#send(() => {
+      const { id } = entry;
       // Measured from the caller's call: the broker gets what is left of it.
-      timeout: deadline === undefined
+      const timeout = deadline === undefined
         ? undefined
-        : Math.max(0, Math.ceil(deadline - performance.now())),
-    }));
+        : Math.max(0, Math.ceil(deadline - performance.now()));
+      switch (target.kind) {
+        case "lock":
+          return { op: "acquire", id, key: target.key, exclusive: target.exclusive, timeout };
+        case "permit":
+          return { op: "permit", id, key: target.key, limit: target.limit, timeout };
+        case "locks":
+          return {
+            op: "acquireAll",
+            id,
+            keys: [...target.keys],
+            exclusive: target.exclusive,
+            timeout,
+          };
+      }
+    });
     return wait.promise;
   }
 
-  /** Asks whether `key` is free for `exclusive`. */
-  test(key: string, exclusive: boolean): Promise<boolean> {
+  /** Asks whether `key` is free for `exclusive` (or, issue 13, for a permit of `limit`). */
+  test(key: string, exclusive: boolean, limit?: number): Promise<boolean> {
     return new Promise<boolean>((resolve, reject) => {
       const entry: TestEntry = {
         kind: "test",
         id: this.#nextId++,
         key,
         exclusive,
+        limit,
         state: { phase: "waiting", resolve, reject },
       };
       this.#entries.set(entry.id, entry);
-      this.#send({ op: "test", id: entry.id, key, exclusive });
+      this.#send(
+        limit === undefined
+          ? { op: "test", id: entry.id, key, exclusive }
+          : { op: "testPermit", id: entry.id, key, limit },
+      );
     });
   }
 
@@ -335,6 +438,10 @@ export class Connection {
   fence(entry: AcquireEntry): Promise<bigint> {
     if (entry.state.phase !== "held" || this.#entries.get(entry.id) !== entry) {
       return Promise.reject(new Error("the lock is not held on the broker"));
+    }
+    if (!this.#features.has("fence")) {
+      // It would not answer (its error frame cannot name an id in use): say so at once.
+      return Promise.reject(new Error("the broker makes no fencing tokens (an older version)"));
     }
     return new Promise<bigint>((resolve, reject) => {
       this.#fences.set(entry.id, { resolve, reject });
@@ -380,15 +487,11 @@ export class Connection {
       return;
     }
     const drained = new Promise<void>((resolve) => {
-      this.#state = { phase: "closing", drained: resolve };
+      this.#state = { phase: "closing", drained: resolve, ending };
     });
     this.#answerAll(ending, true);
     if (this.#entries.size > 0) await drained;
     this.#end(ending, CloseCode.normal);
-  }
-
-  #details(entry: AcquireEntry): { key: string; exclusive: boolean } {
-    return { key: entry.key, exclusive: entry.request.exclusive };
   }
 
   #lossMessage(): string {
@@ -418,7 +521,9 @@ export class Connection {
       if (this.#socket?.readyState !== OPEN) return;
       this.#socket.send(JSON.stringify(typeof frame === "function" ? frame() : frame));
     } catch (error) {
-      this.#end(this.#loss(error));
+      // While the state closes, the requests it still carries fail because it closes.
+      const now = this.#state;
+      this.#end(now.phase === "closing" ? now.ending : this.#loss(error));
     }
   }
 
@@ -467,6 +572,7 @@ export class Connection {
     }
     switch (frame.op) {
       case "welcome":
+        this.#features = new Set(frame.features);
         return this.#welcomed(frame.version, frame.limits.heartbeatInterval);
       case "queued":
         return;
@@ -484,7 +590,7 @@ export class Connection {
       case "granted":
         return this.#granted(frame.id);
       case "failed":
-        return this.#failed(frame.id, frame.reason, frame.message);
+        return this.#failed(frame.id, frame.reason, frame.message, frame.key);
       case "released":
         return this.#finished(frame.id);
       case "lost":
@@ -538,12 +644,17 @@ export class Connection {
     // An abandoned request was cancelled: the broker releases it and answers "released".
     const state = entry.state;
     if (state.phase !== "waiting") return;
-    const lock = new BrokerLock(this, entry);
+    const { target } = entry;
+    const lock = target.kind === "lock"
+      ? new BrokerLock(this, entry, target.key)
+      : target.kind === "permit"
+      ? new BrokerPermit(this, entry, target.key, target.limit)
+      : new BrokerLocks(this, entry, target.keys);
     entry.state = { phase: "held", lock };
     state.wait.grant(lock);
   }
 
-  #failed(id: number, reason: FailureReason, message: string): void {
+  #failed(id: number, reason: FailureReason, message: string, key?: string): void {
     const entry = this.#entries.get(id);
     if (entry === undefined) return;
     const phase = entry.state.phase;
@@ -553,9 +664,7 @@ export class Connection {
     }
     this.#delete(entry);
     if (entry.state.phase !== "waiting") return;
-    const details = entry.kind === "acquire"
-      ? this.#details(entry)
-      : { key: entry.key, exclusive: entry.exclusive };
+    const details = requestedOf(entry, key);
     // A busy, timed-out or closed failure says all in its own message; the broker's message
     // would only repeat it (it is the served state's LockFailed message).
     const repeats = reason === "busy" || reason === "timeout" || reason === "closed";
@@ -590,7 +699,7 @@ export class Connection {
     } else if (state.phase === "waiting") {
       state.wait.fail(
         new LockFailed(`the broker lost it: ${message}`, {
-          ...this.#details(entry),
+          ...requestedOf(entry),
           reason: "unreachable",
         }),
       );
@@ -655,9 +764,7 @@ export class Connection {
         continue;
       }
       if (state.phase === "waiting") {
-        const details = entry.kind === "acquire"
-          ? this.#details(entry)
-          : { key: entry.key, exclusive: entry.exclusive };
+        const details = requestedOf(entry);
         this.#fail(
           entry,
           new LockFailed(ending.message, {

@@ -1,7 +1,7 @@
 /**
  * {@link serveBroker}: the broker on Node, whose HTTP server cannot upgrade a web-standard
- * Request. Uses `node:http` and the `ws` package, both imported only when called, so that the
- * client side of the broker module stays free of Node APIs.
+ * Request. Uses `node:http` and the `ws` package, both imported only when called. Exported by
+ * `backends/broker_node.ts` (`./broker/node`), not by the web-standard `./broker`.
  */
 
 import {
@@ -137,7 +137,7 @@ function refuseUpgrade(socket: NodeSocket, refusal: Refusal): void {
  * @example
  * ```ts ignore
  * import { LocalState } from "@momotor/shared-state";
- * import { serveBroker } from "@momotor/shared-state/broker";
+ * import { serveBroker } from "@momotor/shared-state/broker/node";
  *
  * const broker = await serveBroker({ state: new LocalState(), token: process.env.TOKEN!, port: 8787 });
  * console.log(`broker on ${broker.url}`);

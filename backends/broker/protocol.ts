@@ -83,10 +83,24 @@ export type ClientFrame =
   | { op: "cancel"; id: number }
   | { op: "release"; id: number }
   | { op: "test"; id: number; key: string; exclusive: boolean }
+  // Issue 13: a permit of a counting semaphore, and locks on several keys, all or none.
+  | { op: "permit"; id: number; key: string; limit: number; timeout: number | undefined }
+  | { op: "testPermit"; id: number; key: string; limit: number }
+  | {
+    op: "acquireAll";
+    id: number;
+    keys: string[];
+    exclusive: boolean;
+    timeout: number | undefined;
+  }
+  // Issue 12: a held lock's fencing token, and who holds and awaits a key.
   | { op: "fence"; id: number }
   | { op: "inspect"; id: number; key: string }
   | { op: "ping" }
   | { op: "pong" };
+
+/** The most keys in one `acquireAll` (each still counts against the key characters per connection). */
+export const MAX_KEYS = 1024;
 
 /**
  * A holder or waiter in an `inspected` frame: `since` in milliseconds since 1970, `owner` at most
@@ -97,6 +111,9 @@ export interface WireHolder {
   since?: number;
   owner?: string;
 }
+
+/** Issue 12: the features a broker of this version announces in `welcome`. */
+export const FEATURES: readonly string[] = Object.freeze(["fence", "inspect"]);
 
 /** The limits a broker announces in `welcome`. */
 export interface BrokerLimits {
@@ -112,11 +129,22 @@ export interface BrokerLimits {
 
 /** Frames the broker sends. */
 export type ServerFrame =
-  | { op: "welcome"; version: number; limits: BrokerLimits }
+  /**
+   * `features` (issue 12): the frames of this version beyond the first ones that the broker
+   * answers (`fence`, `inspect`); an older broker sends none.
+   */
+  | { op: "welcome"; version: number; limits: BrokerLimits; features?: string[] }
   | { op: "refused"; message: string }
   | { op: "queued"; id: number }
   | { op: "granted"; id: number }
-  | { op: "failed"; id: number; reason: FailureReason; message: string }
+  | {
+    op: "failed";
+    id: number;
+    reason: FailureReason;
+    message: string;
+    /** Issue 13: for an `acquireAll`, the key that could not be acquired, when one was. */
+    key?: string;
+  }
   | { op: "released"; id: number }
   | { op: "lost"; id: number; message: string }
   | { op: "tested"; id: number; free: boolean }
@@ -190,6 +218,13 @@ function requireId(fields: Fields): number {
   return fields.id;
 }
 
+function requireKeyAndMode(fields: Fields, id: number): { key: string; exclusive: boolean } {
+  const key = requireKey(fields, id);
+  const { exclusive } = fields;
+  if (typeof exclusive !== "boolean") throw new ProtocolError('"exclusive" must be a boolean', id);
+  return { key, exclusive };
+}
+
 function requireKey(fields: Fields, id: number): string {
   const { key } = fields;
   if (typeof key !== "string") throw new ProtocolError('"key" must be a string', id);
@@ -199,11 +234,40 @@ function requireKey(fields: Fields, id: number): string {
   return key;
 }
 
-function requireKeyAndMode(fields: Fields, id: number): { key: string; exclusive: boolean } {
-  const key = requireKey(fields, id);
-  const { exclusive } = fields;
-  if (typeof exclusive !== "boolean") throw new ProtocolError('"exclusive" must be a boolean', id);
-  return { key, exclusive };
+/** An optional wait in milliseconds from arrival: a finite number >= 0, `null` or absent. */
+function optionalTimeout(fields: Fields, id: number): number | undefined {
+  const timeout = fields.timeout ?? undefined;
+  if (
+    timeout !== undefined &&
+    (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout < 0)
+  ) {
+    throw new ProtocolError('"timeout" must be a finite number >= 0, null or absent', id);
+  }
+  return timeout;
+}
+
+/** Issue 13: a permit's limit, a positive safe integer. */
+function requireLimit(fields: Fields, id: number): number {
+  const { limit } = fields;
+  if (typeof limit !== "number" || !Number.isSafeInteger(limit) || limit < 1) {
+    throw new ProtocolError('"limit" must be an integer from 1 to 2^53 - 1', id);
+  }
+  return limit;
+}
+
+/** Issue 13: the keys of an `acquireAll`, 1 to {@link MAX_KEYS} strings of legal length. */
+function requireKeys(fields: Fields, id: number): string[] {
+  const { keys } = fields;
+  if (!Array.isArray(keys) || keys.length === 0 || keys.length > MAX_KEYS) {
+    throw new ProtocolError(`"keys" must be an array of 1 to ${MAX_KEYS} strings`, id);
+  }
+  for (const key of keys) {
+    if (typeof key !== "string") throw new ProtocolError('"keys" must hold strings only', id);
+    if (key.length > MAX_KEY_LENGTH) {
+      throw new ProtocolError(`a key is longer than ${MAX_KEY_LENGTH} UTF-16 code units`, id);
+    }
+  }
+  return keys as string[];
 }
 
 /** A fencing token on the wire: a decimal string of a signed 64-bit integer. */
@@ -260,14 +324,26 @@ export function parseClientFrame(text: unknown): ClientFrame {
     case "acquire": {
       const id = requireId(fields);
       const { key, exclusive } = requireKeyAndMode(fields, id);
-      const timeout = fields.timeout ?? undefined;
-      if (
-        timeout !== undefined &&
-        (typeof timeout !== "number" || !Number.isFinite(timeout) || timeout < 0)
-      ) {
-        throw new ProtocolError('"timeout" must be a finite number >= 0, null or absent', id);
+      return { op: "acquire", id, key, exclusive, timeout: optionalTimeout(fields, id) };
+    }
+    case "permit": {
+      const id = requireId(fields);
+      const key = requireKey(fields, id);
+      const limit = requireLimit(fields, id);
+      return { op: "permit", id, key, limit, timeout: optionalTimeout(fields, id) };
+    }
+    case "testPermit": {
+      const id = requireId(fields);
+      return { op: "testPermit", id, key: requireKey(fields, id), limit: requireLimit(fields, id) };
+    }
+    case "acquireAll": {
+      const id = requireId(fields);
+      const keys = requireKeys(fields, id);
+      const { exclusive } = fields;
+      if (typeof exclusive !== "boolean") {
+        throw new ProtocolError('"exclusive" must be a boolean', id);
       }
-      return { op: "acquire", id, key, exclusive, timeout };
+      return { op: "acquireAll", id, keys, exclusive, timeout: optionalTimeout(fields, id) };
     }
     case "test": {
       const id = requireId(fields);
@@ -285,7 +361,12 @@ export function parseClientFrame(text: unknown): ClientFrame {
     case "pong":
       return { op: fields.op };
     default:
-      throw new ProtocolError(`unknown op ${JSON.stringify(String(fields.op).slice(0, 40))}`);
+      // Naming the id ends that request on the client: an op of a later protocol revision
+      // fails at once instead of waiting for an answer that never comes.
+      throw new ProtocolError(
+        `unknown op ${JSON.stringify(String(fields.op).slice(0, 40))}`,
+        isId(fields.id) ? fields.id : undefined,
+      );
   }
 }
 
@@ -328,6 +409,9 @@ export function parseServerFrame(text: unknown): ServerFrame {
           maxRequests: limits.maxRequests ?? Infinity,
           heartbeatInterval: limits.heartbeatInterval ?? DEFAULT_HEARTBEAT_INTERVAL,
         },
+        features: Array.isArray(fields.features)
+          ? fields.features.filter((feature): feature is string => typeof feature === "string")
+          : [],
       };
     }
     case "refused":
@@ -341,7 +425,9 @@ export function parseServerFrame(text: unknown): ServerFrame {
       const reason = typeof fields.reason === "string" && FAILURE_REASONS.has(fields.reason)
         ? fields.reason as FailureReason
         : "error";
-      return { op: "failed", id, reason, message: optionalMessage(fields) };
+      const frame: ServerFrame = { op: "failed", id, reason, message: optionalMessage(fields) };
+      if (typeof fields.key === "string") frame.key = fields.key;
+      return frame;
     }
     case "lost":
       return { op: "lost", id: requireId(fields), message: optionalMessage(fields) };

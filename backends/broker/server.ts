@@ -246,7 +246,8 @@ export interface BrokerParts {
 /**
  * Serves `state` to {@link BrokerState} clients over WebSocket: a web-standard handler that
  * `Deno.serve` takes as it is. Each client authenticates with the shared token; everything a
- * client holds or awaits is released when its connection ends. On Node, use `serveBroker`.
+ * client holds or awaits is released when its connection ends. On Node and Bun, use `serveBroker`
+ * (`@momotor/shared-state/broker/node`).
  *
  * It is meant to face the network: connections it ends are closed at the TCP level within a short
  * grace, and `maxConnections`, `maxUnauthenticated` and `maxAuthFailures` have safe defaults.
@@ -330,7 +331,8 @@ export function brokerParts(state: StateABC, options: BrokerOptions): BrokerPart
     if (typeof deno?.upgradeWebSocket !== "function") {
       return plainResponse(
         501,
-        "This runtime cannot upgrade a Request: use serveBroker (Node) or handler.accept().",
+        "This runtime cannot upgrade a Request: use serveBroker (@momotor/shared-state/broker/node)" +
+          " on Node and Bun, or handler.accept().",
       );
     }
     // Read before the upgrade: Deno's info throws "Request closed" once the request is upgraded.

@@ -7,13 +7,14 @@ import { LockFailed } from "../../errors.ts";
 import { setLabel } from "../../internal/holders.ts";
 import { backendLogger } from "../../internal/log.ts";
 import type { LockHolder } from "../../lock.ts";
-import type { Lock, StateABC } from "../../state.ts";
+import type { StateABC } from "../../state.ts";
 import { type AuthFailureLimiter, blockedMessage } from "./auth_failures.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import {
   CloseCode,
   exceedsUtf8Bytes,
   type FailureReason,
+  FEATURES,
   MAX_FRAME_BYTES,
   MAX_INSPECT_ENTRIES,
   MAX_KEY_LENGTH,
@@ -71,7 +72,7 @@ type RequestState =
     answered: Promise<void>;
   }
   /** Held; `onLost` forwards the served state's loss to the client. */
-  | { readonly phase: "held"; readonly lock: Lock; readonly onLost: () => void }
+  | { readonly phase: "held"; readonly lock: Held; readonly onLost: () => void }
   /** Being released in the served state; `released` settles once it is. */
   | { readonly phase: "releasing"; readonly released: Promise<void> }
   /** A `testLock` in flight. */
@@ -79,10 +80,19 @@ type RequestState =
   /** An `inspect` in flight (issue 12). */
   | { readonly phase: "inspecting" };
 
+/** What a request holds in the served state: a lock, a permit or (issue 13) several locks. */
+interface Held {
+  readonly signal: AbortSignal;
+  release(): Promise<void>;
+}
+
 /** A request of this connection that the broker still tracks. */
 interface Request {
   readonly id: number;
-  readonly key: string;
+  /** The UTF-16 code units of its keys, counted against the connection's limit. */
+  readonly chars: number;
+  /** Issue 13: an `acquireAll`, whose failure names the key it could not get. */
+  readonly namesKey: boolean;
   state: RequestState;
 }
 
@@ -277,6 +287,7 @@ export class Session {
         maxRequests,
         heartbeatInterval,
       },
+      features: [...FEATURES],
     });
     log.debug("{name}: authenticated", { name: this.#name });
     for (const data of checking.early) this.#handle(data);
@@ -287,10 +298,51 @@ export class Session {
     try {
       const frame = parseClientFrame(data);
       switch (frame.op) {
-        case "acquire":
-          return this.#acquire(frame.id, frame.key, frame.exclusive, frame.timeout);
-        case "test":
-          return this.#test(frame.id, frame.key, frame.exclusive);
+        case "acquire": {
+          const { key, exclusive, timeout } = frame;
+          return this.#acquire(
+            frame.id,
+            key.length,
+            false,
+            (signal) => this.#config.state.getLock(key, { exclusive, timeout, signal }),
+          );
+        }
+        case "test": {
+          const { key, exclusive } = frame;
+          return this.#test(
+            frame.id,
+            key.length,
+            () => this.#config.state.testLock(key, { exclusive }),
+          );
+        }
+        // Issue 13: served by the state's permits and multi-key locks, with the same replies.
+        case "permit": {
+          const { key, limit, timeout } = frame;
+          return this.#acquire(
+            frame.id,
+            key.length,
+            false,
+            (signal) => this.#config.state.getPermit(key, { limit, timeout, signal }),
+          );
+        }
+        case "testPermit": {
+          const { key, limit } = frame;
+          return this.#test(
+            frame.id,
+            key.length,
+            () => this.#config.state.testPermit(key, { limit }),
+          );
+        }
+        case "acquireAll": {
+          const { keys, exclusive, timeout } = frame;
+          return this.#acquire(
+            frame.id,
+            keys.reduce((sum, key) => sum + key.length, 0),
+            true,
+            (signal) => this.#config.state.getLocks(keys, { exclusive, timeout, signal }),
+          );
+        }
+        // Issue 12: a held lock's fencing token, and who holds and awaits a key.
         case "fence":
           return this.#fence(frame.id);
         case "inspect":
@@ -323,14 +375,14 @@ export class Session {
     }
   }
 
-  /** Admits a new request id, or explains why not. */
-  #admit(id: number, key: string): boolean {
+  /** Admits a new request id with keys of `chars` code units, or explains why not. */
+  #admit(id: number, chars: number): boolean {
     if (this.#requests.has(id)) {
       this.#protocolError(new ProtocolError(`id ${id} is already in use`));
       return false;
     }
     const { maxRequests, maxKeyChars } = this.#config;
-    if (this.#requests.size >= maxRequests || this.#keyChars + key.length > maxKeyChars) {
+    if (this.#requests.size >= maxRequests || this.#keyChars + chars > maxKeyChars) {
       this.#send({
         op: "failed",
         id,
@@ -345,17 +397,26 @@ export class Session {
 
   #track(request: Request): void {
     this.#requests.set(request.id, request);
-    this.#keyChars += request.key.length;
+    this.#keyChars += request.chars;
   }
 
   #forget(request: Request): void {
     if (this.#requests.get(request.id) !== request) return;
     this.#requests.delete(request.id);
-    this.#keyChars -= request.key.length;
+    this.#keyChars -= request.chars;
   }
 
-  #acquire(id: number, key: string, exclusive: boolean, timeout: number | undefined): void {
-    if (!this.#admit(id, key)) return;
+  /**
+   * Starts a request that waits in the served state (`take`, ended by the signal) and then holds
+   * what it got until released: a lock, a permit, or several locks.
+   */
+  #acquire(
+    id: number,
+    chars: number,
+    namesKey: boolean,
+    take: (signal: AbortSignal) => Promise<Held>,
+  ): void {
+    if (!this.#admit(id, chars)) return;
     const controller = new AbortController();
     const waiting: RequestState & { phase: "waiting" } = {
       phase: "waiting",
@@ -363,15 +424,11 @@ export class Session {
       cancelled: false,
       answered: Promise.resolve(),
     };
-    const request: Request = { id, key, state: waiting };
+    const request: Request = { id, chars, namesKey, state: waiting };
     this.#track(request);
     // Issue 12: the served state's `inspect` names this client as the waiter, since now.
     setLabel(controller.signal, { owner: this.#owner, since: new Date() });
-    waiting.answered = this.#config.state.getLock(key, {
-      exclusive,
-      timeout,
-      signal: controller.signal,
-    }).then(
+    waiting.answered = take(controller.signal).then(
       (lock) => this.#granted(request, waiting, lock),
       (error) => this.#failed(request, waiting.cancelled, error),
     ).catch((error) => log.error("{name}: internal error: {error}", { name: this.#name, error }));
@@ -389,7 +446,7 @@ export class Session {
   #granted(
     request: Request,
     waiting: RequestState & { phase: "waiting" },
-    lock: Lock,
+    lock: Held,
   ): Promise<void> | undefined {
     if (this.#state.phase === "ended" || waiting.cancelled) {
       // The client gave up (or left) while the grant was on its way: free it, leak nothing.
@@ -420,7 +477,11 @@ export class Session {
     else if (error.reason === "aborted") reason = "cancelled";
     else reason = error.reason;
     const message = error instanceof Error ? error.message : String(error);
-    this.#send({ op: "failed", id: request.id, reason, message });
+    if (request.namesKey && error instanceof LockFailed) {
+      this.#send({ op: "failed", id: request.id, reason, message, key: error.key });
+    } else {
+      this.#send({ op: "failed", id: request.id, reason, message });
+    }
   }
 
   /** The served state took the lock away (it was closed, its connection died…). */
@@ -431,11 +492,11 @@ export class Session {
     this.#send({ op: "lost", id: request.id, message });
   }
 
-  #test(id: number, key: string, exclusive: boolean): void {
-    if (!this.#admit(id, key)) return;
-    const request: Request = { id, key, state: { phase: "testing" } };
+  #test(id: number, chars: number, test: () => Promise<boolean>): void {
+    if (!this.#admit(id, chars)) return;
+    const request: Request = { id, chars, namesKey: false, state: { phase: "testing" } };
     this.#track(request);
-    this.#config.state.testLock(key, { exclusive }).then(
+    test().then(
       (free) => {
         this.#forget(request);
         this.#send({ op: "tested", id, free });
@@ -459,16 +520,31 @@ export class Session {
     if (state?.phase !== "held") {
       return this.#send({ op: "fenced", id, message: "the lock is not held" });
     }
-    state.lock.fencingToken().then(
+    // A permit or a multi-key lock has no token: only a lock of one key.
+    const lock = state.lock as Held & { fencingToken?: () => Promise<bigint> };
+    if (typeof lock.fencingToken !== "function") {
+      return this.#send({ op: "fenced", id, message: "only a lock of one key has a token" });
+    }
+    lock.fencingToken().then(
       (token) => this.#send({ op: "fenced", id, token: String(token) }),
-      (error) => this.#send({ op: "fenced", id, message: String(error?.message ?? error) }),
+      (error: unknown) =>
+        this.#send({
+          op: "fenced",
+          id,
+          message: error instanceof Error ? error.message : String(error),
+        }),
     );
   }
 
   /** Issue 12: who holds and awaits `key` in the served state; answered with `inspected`. */
   #inspect(id: number, key: string): void {
-    if (!this.#admit(id, key)) return;
-    const request: Request = { id, key, state: { phase: "inspecting" } };
+    if (!this.#admit(id, key.length)) return;
+    const request: Request = {
+      id,
+      chars: key.length,
+      namesKey: false,
+      state: { phase: "inspecting" },
+    };
     this.#track(request);
     const wire = (entries: LockHolder[]): WireHolder[] =>
       entries.slice(0, MAX_INSPECT_ENTRIES).map(({ exclusive, since, owner }) => {

@@ -21,6 +21,7 @@ import {
   advisoryLocks,
   describeError,
   describeWaitError,
+  type PermitTarget,
   SQLSTATE,
   sqlState,
 } from "./statements.ts";
@@ -50,6 +51,28 @@ export interface Granted {
   readonly exclusive: boolean;
 }
 
+/**
+ * What an acquisition takes in the database: a lock id in a mode, or (issue 13) a permit slot.
+ * The protocol around it (try, wait, cancel until ended, clean up) is the same.
+ */
+export interface Claim {
+  /** Takes it if it is free, never waits; `true` when taken. */
+  take(mode: ModeStrategy, session: DatabaseSession): Promise<boolean>;
+  /**
+   * Waits for it in PostgreSQL's queue, up to `timeout` ms, on a session that holds nothing else:
+   * one statement, run with `session.wait`, so that a cancel ends it. Resolves once taken.
+   */
+  await(mode: ModeStrategy, session: DatabaseSession, timeout: number | undefined): Promise<void>;
+}
+
+/** The claim of lock `id` in a mode. */
+function lockClaim(id: bigint, exclusive: boolean): Claim {
+  return {
+    take: (mode, session) => mode.tryLock(session, id, exclusive),
+    await: (mode, session, timeout) => mode.waitLock(session, id, exclusive, timeout),
+  };
+}
+
 /** One attempt to get the database lock of a key for the request at the head of its queue. */
 export class Acquisition {
   /** The request gave up (timeout, abort, close): the attempt ends as soon as it safely can. */
@@ -64,7 +87,7 @@ export class Acquisition {
   #graceTimer: ReturnType<typeof setTimeout> | undefined = undefined;
 
   constructor(
-    readonly id: bigint,
+    readonly claim: Claim,
     readonly applicant: Applicant,
     run: (acquisition: Acquisition) => Promise<Granted | undefined>,
   ) {
@@ -78,8 +101,11 @@ export class Acquisition {
     return this.#controller.signal;
   }
 
-  /** The request gave up: end the attempt, in the database too. */
-  abandon(why: GiveUpReason | "close"): void {
+  /**
+   * The request gave up: end the attempt, in the database too. `superseded` (issue 13): a permit
+   * wait no longer needed, because a try on the side got a slot.
+   */
+  abandon(why: GiveUpReason | "close" | "superseded"): void {
     if (this.abandoned) return;
     this.abandoned = true;
     this.#controller?.abort(new Error("abandoned"));
@@ -196,17 +222,34 @@ export class DatabaseLocks {
 
   /** Starts taking lock `id` for `applicant`. */
   acquire(id: bigint, applicant: Applicant): Acquisition {
-    return new Acquisition(id, applicant, (acquisition) => this.#run(acquisition));
+    return this.acquireClaim(lockClaim(id, applicant.exclusive), applicant);
+  }
+
+  /** Starts taking `claim` for `applicant` (issue 13: a lock or a permit slot). */
+  acquireClaim(claim: Claim, applicant: Applicant): Acquisition {
+    return new Acquisition(claim, applicant, (acquisition) => this.#run(acquisition));
   }
 
   /** Whether lock `id` could be taken now, leaving nothing taken; throws LockFailed. */
-  async probe(id: bigint, requested: Requested): Promise<boolean> {
+  probe(id: bigint, requested: Requested): Promise<boolean> {
+    return this.#probe(requested, (session) => this.#mode.probe(session, id, requested.exclusive));
+  }
+
+  /** Issue 13: whether a slot of `target` could be taken now, leaving nothing taken. */
+  probePermit(target: PermitTarget, requested: Requested): Promise<boolean> {
+    return this.#probe(requested, (session) => this.#mode.probePermit(session, target));
+  }
+
+  async #probe(
+    requested: Requested,
+    test: (session: DatabaseSession) => Promise<boolean>,
+  ): Promise<boolean> {
     const refusal = this.refusal(requested);
     if (refusal !== undefined) throw refusal;
     let session: DatabaseSession | undefined;
     try {
       session = await this.#pool.main();
-      return await this.#mode.probe(session, id, requested.exclusive);
+      return await test(session);
     } catch (caught) {
       const error = failureOf(session, caught);
       this.#note(error);
@@ -258,10 +301,24 @@ export class DatabaseLocks {
    * Frees lock `id` on `session`; resolves once it is free. A session that fails it dies, and its
    * locks with it. Gives a spare session that holds nothing any more back to the pool.
    */
-  async release(session: DatabaseSession, id: bigint, exclusive: boolean): Promise<void> {
+  release(session: DatabaseSession, id: bigint, exclusive: boolean): Promise<void> {
+    return this.#free(session, () => this.#mode.unlock(session, id, exclusive));
+  }
+
+  /** Issue 13: frees slot `slot` of `target` on `session`, as {@link DatabaseLocks.release}. */
+  releaseSlot(session: DatabaseSession, target: PermitTarget, slot: number): Promise<void> {
+    return this.#free(session, () => this.#mode.releaseSlot(session, target, slot));
+  }
+
+  /** The mode's strategy (issue 13: whether waiters hear notifications). */
+  get mode(): ModeStrategy {
+    return this.#mode;
+  }
+
+  async #free(session: DatabaseSession, unlock: () => Promise<void>): Promise<void> {
     for (let attempt = 0; attempt < STRAY_CANCEL_ATTEMPTS && !session.dead; attempt++) {
       try {
-        await this.#mode.unlock(session, id, exclusive);
+        await unlock();
         break;
       } catch (error) {
         this.#note(error);
@@ -281,7 +338,7 @@ export class DatabaseLocks {
 
   /** Try, then (if the request may wait) wait in PostgreSQL's queue. Never rejects. */
   async #run(acquisition: Acquisition): Promise<Granted | undefined> {
-    const { id, applicant } = acquisition;
+    const { claim, applicant } = acquisition;
     const { exclusive, request } = applicant;
     const refusal = this.refusal(applicant);
     if (refusal !== undefined) {
@@ -292,7 +349,7 @@ export class DatabaseLocks {
     let session: DatabaseSession | undefined;
     try {
       session = await mode.trySession(this.#pool, () => acquisition.signal);
-      if (await mode.tryLock(session, id, exclusive)) return { session, exclusive };
+      if (await claim.take(mode, session)) return { session, exclusive };
       if (acquisition.abandoned || request.tryOnce) {
         if (request.tryOnce) applicant.fail(busy(applicant));
         if (mode.tryHoldsSession) await this.#cleanUp(session);
@@ -313,7 +370,7 @@ export class DatabaseLocks {
 
   /** The blocking wait, on a session that holds nothing else. Never rejects. */
   async #wait(acquisition: Acquisition, session: DatabaseSession): Promise<Granted | undefined> {
-    const { id, applicant } = acquisition;
+    const { claim, applicant } = acquisition;
     const { exclusive, request } = applicant;
     const remaining = request.deadline === undefined
       ? undefined
@@ -324,7 +381,7 @@ export class DatabaseLocks {
       return undefined;
     }
     session.waiting = true;
-    const waitLock = this.#mode.waitLock(session, id, exclusive, remaining);
+    const waitLock = claim.await(this.#mode, session, remaining);
     const wait = { ended: false, done: waitLock.then(() => {}, () => {}) };
     acquisition.waiting(session, wait);
     let error: unknown;

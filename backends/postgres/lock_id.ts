@@ -70,3 +70,49 @@ export function advisoryLockId(namespace: string, key: string): bigint {
  */
 export const ADVISORY_LOCK_ID_SQL: string =
   "('x' || encode(substr(sha256(int4send(length($1::bytea)) || $1::bytea || $2::bytea), 1, 8), 'hex'))::bit(64)::bigint";
+
+// ---- Permit slots (issue 13) ----
+
+/**
+ * Slot `slot` of a permit key as the two `int4` keys of a PostgreSQL advisory lock (the two-key
+ * form, `objsubid = 2` in `pg_locks`: apart from every lock id, which uses the one-`int8` form):
+ * the high 32 bits of the key's {@link advisoryLockId}, and its low 32 bits plus `slot`, modulo
+ * 2^32; both as signed `int4`.
+ *
+ * @param id The key's lock id ({@link advisoryLockId}).
+ * @param slot A slot number, from 0 to the limit minus one.
+ * @returns `[key1, key2]` for `pg_advisory_lock(int4, int4)`.
+ */
+export function permitSlotKeys(id: bigint, slot: number): [number, number] {
+  const unsigned = BigInt.asUintN(64, id);
+  return [
+    Number(BigInt.asIntN(32, unsigned >> 32n)),
+    Number(BigInt.asIntN(32, (unsigned & 0xffffffffn) + BigInt(slot))),
+  ];
+}
+
+/**
+ * The advisory lock that {@link PostgresState} takes for slot `slot` of the permit key `key` in
+ * `namespace` (`getPermit`): the two `int4` keys of `pg_advisory_lock(key1, key2)`. A permit with
+ * limit L holds one of the slots 0 to L-1. In `pg_locks`: `classid` = key1, `objid` = key2 (both
+ * read as unsigned), `objsubid = 2`.
+ *
+ * @example
+ * ```ts
+ * import { advisoryPermitSlot } from "@momotor/shared-state/postgres";
+ *
+ * const [key1, key2] = advisoryPermitSlot("my-app", "payment-api", 0);
+ * // Another language takes slot 0 with: select pg_try_advisory_lock(key1, key2)
+ * ```
+ *
+ * @param namespace Keeps applications that share a database apart.
+ * @param key The permit key: any string.
+ * @param slot A slot number: a non-negative safe integer.
+ * @returns `[key1, key2]`, each a signed 32-bit integer.
+ */
+export function advisoryPermitSlot(namespace: string, key: string, slot: number): [number, number] {
+  if (!Number.isSafeInteger(slot) || slot < 0) {
+    throw new RangeError(`slot must be a non-negative safe integer, got ${slot}`);
+  }
+  return permitSlotKeys(advisoryLockId(namespace, key), slot);
+}

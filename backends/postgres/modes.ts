@@ -11,9 +11,13 @@ import { ServerSessionChanged } from "./server_session.ts";
 import type { DatabaseSession } from "./session.ts";
 import {
   type LockMode,
+  PERMIT_CHANNEL,
+  type PermitTarget,
   sessionFencingToken,
+  sessionPermitStatements,
   sessionStatements,
   transactionFencingToken,
+  transactionPermitStatements,
   transactionStatements,
 } from "./statements.ts";
 
@@ -65,6 +69,26 @@ export interface ModeStrategy {
     id: bigint,
     exclusive: boolean,
   ): Promise<bigint>;
+
+  // Issue 13: permits.
+  /** Whether waiters hear notifications of releases (and so should be nudged by them). */
+  readonly notified: boolean;
+  /** Takes the first free slot of `target`, never waits: the slot, or `undefined`. */
+  tryPermit(session: DatabaseSession, target: PermitTarget): Promise<number | undefined>;
+  /**
+   * Waits for a slot of `target` (see `PermitStatements.waitPermit`), `slot` in PostgreSQL's queue;
+   * resolves with the slot taken. Rejects as {@link ModeStrategy.waitLock}.
+   */
+  waitPermit(
+    session: DatabaseSession,
+    target: PermitTarget,
+    slot: number,
+    timeout?: number,
+  ): Promise<number>;
+  /** Frees slot `slot` of `target` and tells waiters (one attempt). */
+  releaseSlot(session: DatabaseSession, target: PermitTarget, slot: number): Promise<void>;
+  /** Whether a slot of `target` could be taken now, leaving nothing taken. */
+  probePermit(session: DatabaseSession, target: PermitTarget): Promise<boolean>;
 }
 
 /** Issue 12: the lock's transaction is not in `pg_locks` any more, though its session lived. */
@@ -77,6 +101,24 @@ export class LockGone extends Error {
 
 function token(rows: readonly unknown[]): bigint {
   return BigInt((rows[0] as { token: string }).token);
+}
+
+/** The slot of a permit statement's one row (`int8` comes as text), or `undefined` for NULL. */
+function slotOf(rows: readonly unknown[]): number | undefined {
+  const slot = (rows[0] as { slot?: unknown } | undefined)?.slot;
+  return slot === null || slot === undefined ? undefined : Number(slot);
+}
+
+/**
+ * Session mode: the main session listens for permit releases of other processes, from before its
+ * first permit try on (a LISTEN takes effect when its statement ends, before the try runs).
+ */
+function listen(session: DatabaseSession): void {
+  if (session.listening) return;
+  session.listening = true;
+  session.query(`listen ${PERMIT_CHANNEL}`).catch(() => {
+    session.listening = false;
+  });
 }
 
 /**
@@ -135,6 +177,25 @@ export const sessionMode: ModeStrategy = {
     }
     return token(ownSession(session, rows));
   },
+  notified: true,
+  async tryPermit(session, target) {
+    listen(session);
+    const statement = sessionPermitStatements.tryPermit(target, session.marker);
+    return slotOf(ownSession(session, await session.query(statement)));
+  },
+  async waitPermit(session, target, slot, timeout) {
+    const statement = sessionPermitStatements.waitPermit(target, slot, timeout, session.marker);
+    const { key1, key2 } = slotRef(target, slot);
+    return slotOf(ownSession(session, await session.wait(statement, { key1, key2 }))) ?? slot;
+  },
+  async releaseSlot(session, target, slot) {
+    const statement = sessionPermitStatements.releaseSlot(target, slot, session.marker);
+    ownSession(session, await session.query(statement));
+  },
+  async probePermit(session, target) {
+    const statement = sessionPermitStatements.probe(target, session.marker);
+    return ok(ownSession(session, await session.query(statement)));
+  },
 };
 
 /** Transaction-level advisory locks: each lock is a transaction on a session of its own. */
@@ -181,4 +242,27 @@ export const transactionMode: ModeStrategy = {
     }
     return token([row]);
   },
+  notified: false,
+  async tryPermit(session, target) {
+    const results = await session.query(transactionPermitStatements.tryPermit(target, ""));
+    session.pid = Number((results.at(-2) as { pid?: unknown }[])[0].pid);
+    return slotOf(results.at(-1) as unknown as readonly unknown[]);
+  },
+  async waitPermit(session, target, slot, timeout) {
+    const statement = transactionPermitStatements.waitPermit(target, slot, timeout, "");
+    return slotOf(await session.wait(statement, slotRef(target, slot))) ?? slot;
+  },
+  async releaseSlot(session, target, slot) {
+    await session.query(transactionPermitStatements.releaseSlot(target, slot, ""));
+    session.inTransaction = false;
+  },
+  async probePermit(session, target) {
+    return ok(await session.query(transactionPermitStatements.probe(target, "")));
+  },
 };
+
+/** Slot `slot` of `target` as PostgreSQL's two `int4` keys (issue 13). */
+export function slotRef(target: PermitTarget, slot: number): { key1: number; key2: number } {
+  const key2 = ((target.low + slot) % 2 ** 32 + 2 ** 32) % 2 ** 32;
+  return { key1: target.key1, key2: key2 >= 2 ** 31 ? key2 - 2 ** 32 : key2 };
+}

@@ -66,6 +66,8 @@ export class SessionPool {
   #mainOpening: Promise<DatabaseSession> | undefined;
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #closed = false;
+  /** Issue 13: told of every notification that a session (the main one, listening) receives. */
+  onNotification: ((channel: string, payload: string) => void) | undefined;
 
   constructor(template: SessionTemplate, options: PoolOptions) {
     this.#template = template;
@@ -213,6 +215,7 @@ export class SessionPool {
       session = await DatabaseSession.open(this.#template, {
         connecting: (s) => this.#connecting.add(s),
         lost: (s, _cause, orphan) => this.#lost(s, orphan),
+        notified: (channel, payload) => this.onNotification?.(channel, payload),
       });
     } finally {
       this.#opening--;

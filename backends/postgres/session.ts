@@ -41,6 +41,12 @@ const RELEASE_BOUND_MS = 3000;
 /** Milliseconds a cancel request may take to be delivered before its socket is dropped. */
 const CANCEL_TIMEOUT_MS = 2000;
 
+/**
+ * An advisory lock as PostgreSQL knows it: a lock id (the one-`int8` form, `objsubid = 1`), or a
+ * permit slot (issue 13: the two-`int4` form, `objsubid = 2`).
+ */
+export type AdvisoryRef = bigint | { readonly key1: number; readonly key2: number };
+
 /** What a session reports to its owner. */
 export interface SessionEvents {
   /** The session exists and is connecting: until `open` settles, only `kill` reaches it. */
@@ -51,6 +57,8 @@ export interface SessionEvents {
    * notice (a silent network): see {@link Orphan}.
    */
   lost(session: DatabaseSession, cause: unknown, orphan: Orphan | undefined): void;
+  /** A notification arrived on a channel the session listens on (issue 13: permit releases). */
+  notified?(channel: string, payload: string): void;
 }
 
 /**
@@ -61,14 +69,14 @@ export interface SessionEvents {
 export interface Orphan {
   /** Its backend pid. */
   readonly pid: number;
-  /** The lock ids it held or awaited: it is ended only while it still holds or awaits one. */
-  readonly ids: readonly bigint[];
+  /** The locks it held or awaited: it is ended only while it still holds or awaits one. */
+  readonly ids: readonly AdvisoryRef[];
 }
 
 /** A database lock that lives on a session. */
 export interface HeldOnSession {
-  /** Its advisory lock id. */
-  readonly id: bigint;
+  /** Its advisory lock. */
+  readonly id: AdvisoryRef;
   /** The session died: the lock is gone. */
   sessionLost(cause: unknown): void;
 }
@@ -106,7 +114,7 @@ interface CancellableQuery {
 
 /** A blocking lock wait running on a session. */
 interface RunningWait {
-  readonly id: bigint;
+  readonly id: AdvisoryRef;
   readonly query: postgres.PendingQuery<postgres.Row[]>;
   readonly canceller: ((query: unknown) => Promise<void>) | undefined;
 }
@@ -135,6 +143,8 @@ export class DatabaseSession {
   suspectChecks = 0;
   /** DatabaseSession mode: the marker every statement checks (issue 9); empty in transaction mode. */
   marker = "";
+  /** Issue 13: the session was told to LISTEN for permit releases. */
+  listening = false;
   /**
    * Resolves once what a refused connection left on its server session was freed, or could not
    * be (issue 9); at once otherwise. Never rejects.
@@ -196,6 +206,7 @@ export class DatabaseSession {
           : connection.application_name,
       },
       onnotice: (notice: unknown) => log.debug("notice: {notice}", { notice }),
+      onnotify: (channel: string, payload: string) => this.#events.notified?.(channel, payload),
       onclose: () => this.#closed(),
     } as unknown as postgres.Options<Record<string, never>>);
   }
@@ -237,7 +248,7 @@ export class DatabaseSession {
   }
 
   /** The lock id of the blocking wait running now, if any. */
-  get waitingFor(): bigint | undefined {
+  get waitingFor(): AdvisoryRef | undefined {
     return this.#wait?.id;
   }
 
@@ -298,7 +309,7 @@ export class DatabaseSession {
    * Runs the blocking wait `text` for lock `id`, which {@link DatabaseSession.cancelWait} can end through
    * a connection of its own.
    */
-  wait(text: string, id: bigint): postgres.PendingQuery<postgres.Row[]> {
+  wait(text: string, id: AdvisoryRef): postgres.PendingQuery<postgres.Row[]> {
     const query = this.query(text);
     // postgres.js forgets its canceller after one use, but a cancel can be dropped (lock_table.ts
     // repeats it): keep it.
@@ -487,9 +498,35 @@ export class DatabaseSession {
     const made = this.#newSocket(options, this.#attempts++);
     return Promise.resolve(made).then((socket) => {
       this.#socket = socket;
+      this.#watchWrites(socket);
       if (this.dead) socket.destroy();
       return socket;
     });
+  }
+
+  /**
+   * Kills the session as soon as a write to its socket fails. Node follows a failed write with an
+   * `error` event (and postgres.js's `onclose`), but not every runtime does: on Cloudflare Workers
+   * a socket belongs to the request that opened it, a write from a later request fails in its
+   * callback only ("Cannot perform I/O on behalf of a different request"), and no event follows;
+   * the requests on the session would wait on a dead socket until their timeout, or for ever.
+   */
+  #watchWrites(socket: net.Socket): void {
+    const write = socket.write;
+    socket.write = ((chunk: unknown, ...rest: unknown[]) => {
+      const callback = typeof rest.at(-1) === "function"
+        ? rest.pop() as (error?: Error | null) => void
+        : undefined;
+      return (write as (...args: unknown[]) => boolean).call(
+        socket,
+        chunk,
+        ...rest,
+        (error?: Error | null) => {
+          if (error) this.kill(error);
+          callback?.(error);
+        },
+      );
+    }) as typeof socket.write;
   }
 
   /** A new socket to host number `index`, or from the caller's own `socket` option. */

@@ -365,3 +365,154 @@ export function describeError(error: unknown): string {
   }
   return String(error);
 }
+
+// ---- Permits (issue 13) ----
+
+/** The channel on which a release of a permit slot tells waiters of other processes. */
+export const PERMIT_CHANNEL = "shared_state_permits";
+
+/** A permit key's slots, and which of them a request may try. */
+export interface PermitTarget {
+  /** The key's lock id: the payload of its notifications. */
+  readonly base: bigint;
+  /** The first `int4` key of every slot of the key. */
+  readonly key1: number;
+  /** The low 32 bits of the lock id, unsigned: slot s has second key `low + s` modulo 2^32. */
+  readonly low: number;
+  /** The request's limit: it may take slots 0 to limit-1. */
+  readonly limit: number;
+  /** Slots not to try: those this process holds (advisory locks are reentrant per session). */
+  readonly skip: readonly number[];
+}
+
+/** The second `int4` key of the slot that the SQL `int8` expression `slot` names. */
+function slotKey2(target: PermitTarget, slot: string): string {
+  return `((${target.low} + ${slot} + 2147483648) % 4294967296 - 2147483648)::int4`;
+}
+
+/** The two keys of slot `slot` (-1: the waiters' marker), as SQL arguments. */
+function slotArgs(target: PermitTarget, slot: number): string {
+  const key2 = ((target.low + slot) % 2 ** 32 + 2 ** 32) % 2 ** 32;
+  return `${target.key1}, ${key2 >= 2 ** 31 ? key2 - 2 ** 32 : key2}`;
+}
+
+/** Slots to try up to which a search is a CASE (cheap to plan); beyond, a recursive query. */
+const CASCADE_MAX = 32;
+
+/**
+ * An expression for the first free slot, taken with `take` (a try function), or NULL if none is:
+ * each slot is tried only if the ones before it were not taken, so it takes at most one slot, and
+ * tries no more slots than are busy before the first free one. `start` is the condition under
+ * which the search runs at all. Up to {@link CASCADE_MAX} slots it is a CASE, whose branches
+ * PostgreSQL evaluates in order and no further than the first true one (a volatile function is
+ * never folded ahead); beyond, a recursive query that tries one slot per step.
+ */
+function slotSearch(target: PermitTarget, start: string, take: string): string {
+  const skip = new Set(target.skip);
+  if (target.limit - skip.size <= CASCADE_MAX) {
+    const branches: string[] = [];
+    for (let slot = 0; slot < target.limit; slot++) {
+      if (!skip.has(slot)) branches.push(`when ${take}(${slotArgs(target, slot)}) then ${slot}`);
+    }
+    const cascade = branches.length === 0 ? "null::int8" : `case ${branches.join(" ")} end`;
+    return start === "true" ? cascade : `case when ${start} then ${cascade} end`;
+  }
+  const next = "s.slot + 1";
+  return `(with recursive s(slot, ok) as (select -1::int8, false where ${start}` +
+    ` union all select ${next}, case when ${next} = any('{${target.skip.join(",")}}'::int8[])` +
+    ` then false else ${take}(${target.key1}, ${slotKey2(target, next)}) end` +
+    ` from s where not s.ok and ${next} < ${target.limit})` +
+    ` select slot from s where ok)`;
+}
+
+/** The SQL of one mode for permits. `marker` is the session marker (issue 9), session mode only. */
+export interface PermitStatements {
+  /**
+   * Takes the first free slot not in `skip`, never waits. One row, column `slot` (NULL: none
+   * free); in transaction mode it opens the permit's transaction, and the result before it has
+   * the column `pid`.
+   */
+  tryPermit(target: PermitTarget, marker: string): string;
+  /**
+   * Waits for a slot, up to `timeout` ms (`lock_timeout`), in one statement: in session mode it
+   * first joins the key's waiters (the waiters' marker, slot -1, in shared mode for the length of
+   * the statement, so that releases notify) and searches once more, then, if no slot was free,
+   * waits in PostgreSQL's queue for slot `slot`. One row, column `slot`: the slot taken. Errors
+   * as `waitLock`.
+   */
+  waitPermit(
+    target: PermitTarget,
+    slot: number,
+    timeout: number | undefined,
+    marker: string,
+  ): string;
+  /**
+   * Frees slot `slot`, then notifies {@link PERMIT_CHANNEL} (payload: the key's lock id) if anyone
+   * waits for the key (holds the waiters' marker); a notification costs the releasing statement a
+   * transaction id and a commit, so it is sent only then.
+   */
+  releaseSlot(target: PermitTarget, slot: number, marker: string): string;
+  /** Whether a slot not in `skip` is free, leaving nothing taken. One boolean column `ok`. */
+  probe(target: PermitTarget, marker: string): string;
+}
+
+/**
+ * Notifies the key's waiters if there are any: if the waiters' marker can be taken (with
+ * `tryMarker`) nobody waits, and `untake` gives it back. `true` when a notification was sent.
+ */
+function notifyWaiters(target: PermitTarget, tryMarker: string, untake: string): string {
+  const notify = `pg_notify('${PERMIT_CHANNEL}', '${target.base}')::text = ''`;
+  return `case when ${tryMarker}(${slotArgs(target, -1)}) then ${untake} else ${notify} end`;
+}
+
+/** Session-level: permits live on the session, many on one connection. */
+export const sessionPermitStatements: PermitStatements = {
+  tryPermit: (target, marker) =>
+    `select ${slotSearch(target, ours(marker), "pg_try_advisory_lock")} as slot` +
+    ` where ${ours(marker)}`,
+  // Nested CASEs fix the order: our session, then lock_timeout, then the waiters' marker (a
+  // transaction-level lock: it ends with the statement, however the statement ends; held
+  // exclusively only for a moment by a releasing statement), then the search, then (COALESCE
+  // evaluates no more than it needs) the wait for `slot`.
+  waitPermit: (target, slot, timeout, marker) => {
+    const start = `case when ${ours(marker)} then case when set_config('lock_timeout', ` +
+      `'${lockTimeout(timeout)}', false) is not null then` +
+      ` pg_advisory_xact_lock_shared(${slotArgs(target, -1)})::text = '' end end`;
+    return `select coalesce(${slotSearch(target, start, "pg_try_advisory_lock")},` +
+      ` case when pg_advisory_lock(${slotArgs(target, slot)})::text = '' then ${slot} end)` +
+      ` as slot where ${ours(marker)}`;
+  },
+  // The slot is freed before the waiters are looked for: a waiter that joins after the look
+  // finds the slot free in its own search.
+  releaseSlot: (target, slot, marker) =>
+    `select case when pg_advisory_unlock(${slotArgs(target, slot)}) is not null then ` +
+    notifyWaiters(
+      target,
+      "pg_try_advisory_lock",
+      `not pg_advisory_unlock(${slotArgs(target, -1)})`,
+    ) + ` end as notified` +
+    ` where ${ours(marker)}`,
+  probe: (target, marker) =>
+    `select case when t.slot is null then false` +
+    ` else pg_advisory_unlock(${target.key1}, ${slotKey2(target, "t.slot")}) end as ok` +
+    ` from (select ${slotSearch(target, ours(marker), "pg_try_advisory_lock")} as slot` +
+    ` offset 0) as t where ${ours(marker)}`,
+};
+
+/** Transaction-level: each permit is a transaction on a connection of its own, as a lock is. */
+export const transactionPermitStatements: PermitStatements = {
+  tryPermit: (target) =>
+    `begin; select ${TRANSACTION_SETTINGS}, pg_backend_pid() as pid;` +
+    ` select ${slotSearch(target, "true", "pg_try_advisory_xact_lock")} as slot`,
+  // Waiters in transaction mode hear no notifications (through a transaction pooler a LISTEN
+  // reaches nobody), so they do not join the key's waiters.
+  waitPermit: (target, slot, timeout) =>
+    `select case when pg_advisory_xact_lock(${slotArgs(target, slot)})::text = ''` +
+    ` then ${slot} end as slot` +
+    ` where set_config('lock_timeout', '${lockTimeout(timeout)}', true) is not null`,
+  // The marker is taken for the rest of the transaction, which ends at once.
+  releaseSlot: (target) =>
+    `select ${notifyWaiters(target, "pg_try_advisory_xact_lock", "false")} as notified; commit`,
+  probe: (target) =>
+    `select ${slotSearch(target, "true", "pg_try_advisory_xact_lock")} is not null as ok`,
+};

@@ -14,13 +14,23 @@
  */
 
 import { backendLogger } from "../../internal/log.ts";
-import type { DatabaseSession, Orphan } from "./session.ts";
-import { describeError, lockIdColumns } from "./statements.ts";
+import type { AdvisoryRef, DatabaseSession, Orphan } from "./session.ts";
+import { describeError } from "./statements.ts";
 
 const log = backendLogger("postgres");
 
 /** Orphans remembered at most; the oldest are forgotten beyond this. */
 const MAX_ORPHANS = 10_000;
+
+/**
+ * The `pg_locks` columns `classid, objid, objsubid` of an advisory lock: an id taken as one int8
+ * (`objsubid` 1), or a permit slot taken as two int4 (`objsubid` 2, issue 13).
+ */
+function lockColumns(ref: AdvisoryRef): string {
+  if (typeof ref !== "bigint") return `'${ref.key1 >>> 0}'::oid, '${ref.key2 >>> 0}'::oid, 2`;
+  const unsigned = BigInt.asUintN(64, ref);
+  return `'${unsigned >> 32n}'::oid, '${unsigned & 0xffffffffn}'::oid, 1`;
+}
 
 /** How the watchdog reaches the main session. */
 export interface MainSession {
@@ -139,13 +149,13 @@ export class Watchdog {
   /** Ends the orphans that still hold or await one of their locks; forgets the others. */
   async #endOrphans(main: DatabaseSession, orphans: Orphan[]): Promise<void> {
     const values = orphans.flatMap((orphan) =>
-      orphan.ids.map((id) => `(${orphan.pid}, ${lockIdColumns(id)})`)
+      orphan.ids.map((id) => `(${orphan.pid}, ${lockColumns(id)})`)
     );
     const rows = await main.query(
       `select distinct o.pid, pg_terminate_backend(o.pid) as ended` +
-        ` from (values ${values.join(", ")}) as o(pid, classid, objid)` +
-        ` where exists (select from pg_locks l where l.locktype = 'advisory'` +
-        ` and l.pid = o.pid and l.classid = o.classid and l.objid = o.objid and l.objsubid = 1)`,
+        ` from (values ${values.join(", ")}) as o(pid, classid, objid, objsubid)` +
+        ` where exists (select from pg_locks l where l.locktype = 'advisory' and l.pid = o.pid` +
+        ` and l.classid = o.classid and l.objid = o.objid and l.objsubid = o.objsubid)`,
     );
     for (const row of rows) {
       log.warn("ended backend {pid}, which held or awaited a lock we had given up on", {

@@ -5,7 +5,8 @@
 
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { type DenoConfig, npmPackageOf, parseNpmSpecifier } from "./config.ts";
+import { type DenoConfig, npmPackageOf, parseNpmSpecifier, readDenoConfig } from "./config.ts";
+import { reach } from "./graph.ts";
 import { rewriteSpecifier } from "./compile.ts";
 import { buildManifest, exportMapProblems, moduleSummary } from "./manifest.ts";
 import { runProblems, type Skipped } from "./node_tests.ts";
@@ -278,5 +279,22 @@ describe("README Node examples", () => {
       { line: 11, code: "if (x) {\n  y();\n}\n", run: true },
     ]);
     assert.throws(() => nodeSnippets("```ts node\nx;\n"), /line 1: unclosed/);
+  });
+});
+
+describe("web-standard entry points", () => {
+  it("reach no node: module and no Node-only package, so that Workers and browsers bundle them", async () => {
+    // docs/runtimes.md: "." and "./broker" run on Cloudflare Workers without nodejs_compat, and in
+    // browsers; serveBroker (node:http, ws) has "./broker/node" for that.
+    const root = new URL("../../", import.meta.url).pathname;
+    const { exports } = await readDenoConfig(root.replace(/\/$/, ""));
+    for (const entry of [".", "./broker"]) {
+      const { external } = await reach([`${root}${exports[entry].replace(/^\.\//, "")}`]);
+      const nodeOnly = [...external].filter((specifier) =>
+        specifier.startsWith("node:") || ["ws", "postgres"].includes(specifier)
+      );
+      assert.deepEqual(nodeOnly, [], `${entry} reaches ${nodeOnly.join(", ")}`);
+    }
+    assert.ok(exports["./broker/node"], "serveBroker's own entry point");
   });
 });
