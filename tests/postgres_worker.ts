@@ -132,7 +132,12 @@ async function main(config: WorkerConfig): Promise<WorkerReport> {
             }
             continue;
           }
-          if (!(error instanceof LockFailed) || timeout === undefined) throw error;
+          // Behind the pooler, the clean-up of refused connections ends server connections that
+          // carry what they left, and the pooler may just have handed one to another of our
+          // connections: that one fails as unreachable, which is no breach of the invariant.
+          const ended = refusal !== undefined && error instanceof LockFailed &&
+            error.reason === "unreachable";
+          if (!(error instanceof LockFailed) || (timeout === undefined && !ended)) throw error;
           report.failed++;
           continue;
         }
