@@ -10,7 +10,8 @@
  * ```
  *
  * Subcommands: `run [options] KEY -- COMMAND [ARGS…]`, `test [--shared] KEY`,
- * `id [--namespace NS] KEY`, `broker [--port P] [--hostname H]`; `--help` on each. The locks live
+ * `id [--namespace NS] KEY`, `locks [--json] [KEY…]`, `broker [--port P] [--hostname H]`;
+ * `--help` on each. The locks live
  * where `--url`, else `$SHARED_STATE_URL`, else `$DATABASE_URL` says: `postgres://` for
  * PostgreSQL, `ws://` for a broker (token in `$SHARED_STATE_TOKEN`). Exit codes: see
  * {@link ExitCode}.
@@ -34,6 +35,7 @@ import { BackendUnavailable, type Environment } from "./cli/backend.ts";
 import { serveBrokerUntilStopped } from "./cli/broker.ts";
 import { ExitCode } from "./cli/exit_codes.ts";
 import { lockIdReport } from "./cli/lock_id.ts";
+import { listLocks } from "./cli/locks.ts";
 import { tell } from "./cli/messages.ts";
 import { runUnderLock } from "./cli/run.ts";
 import { testLock } from "./cli/test_lock.ts";
@@ -79,6 +81,8 @@ export async function main(
         return ExitCode.ok;
       case "test":
         return await testLock(invocation.args, env as Environment);
+      case "locks":
+        return await listLocks(invocation.args, env as Environment);
       case "run":
         return await runUnderLock(invocation.args, env as Environment);
       case "broker":

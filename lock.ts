@@ -54,6 +54,50 @@ export interface Lock extends AsyncDisposable {
    * it again, or after the lock was lost, does nothing. It never rejects.
    */
   release(): Promise<void>;
+  /**
+   * A fencing token: greater than the token of every earlier holder of this key whose hold ended
+   * before this one began, across the backend's whole scope (every process on a PostgreSQL
+   * database, every client of a broker, this process for `LocalState`). Pass it along with every
+   * write made under the lock, and have the store refuse a write whose token is not newer than the
+   * last one it accepted (`UPDATE … SET fence = $token WHERE fence < $token`): a holder that lost
+   * its lock without knowing (a long pause, a dead connection) can then no longer overwrite the
+   * work of the next one.
+   *
+   * Made on the first call, while the lock is held, and the same value on every later call. Ask
+   * before `release()`: a lock released or lost before its first call rejects (a lost one with
+   * its {@link Lock.signal}'s `LockLost`). Shared holders get tokens too, distinct, in no
+   * particular order among holders at the same time.
+   */
+  fencingToken(): Promise<bigint>;
+}
+
+/**
+ * One holder of a lock, or one request waiting for it, as `StateABC.inspect` reports it.
+ * Backends fill in what they know; PostgreSQL and the broker add fields of their own.
+ */
+export interface LockHolder {
+  /** The mode held or awaited. */
+  exclusive: boolean;
+  /**
+   * Since when it holds or waits, where the backend knows (see each backend): `LocalState`
+   * records no clock time on its fast path.
+   */
+  since?: Date;
+  /**
+   * Who holds or waits, where the backend knows: a PostgreSQL session (`application (pid 4242,
+   * 10.0.0.5)`), a broker client (`grader-7 (broker connection 12 from 10.0.0.5)`).
+   */
+  owner?: string;
+}
+
+/** Who holds a key and who waits for it, right now: the answer of `StateABC.inspect`. */
+export interface LockInfo {
+  /** The key asked about. */
+  key: string;
+  /** Every holder: one exclusive, or any number of shared ones. */
+  holders: LockHolder[];
+  /** Every waiting request, the longest-waiting first where the backend knows the order. */
+  waiters: LockHolder[];
 }
 
 /**

@@ -37,6 +37,8 @@ export {
 } from "./errors.ts";
 export {
   type Lock,
+  type LockHolder,
+  type LockInfo,
   type LockOptions,
   type LockRequest,
   type MultiLock,

@@ -15,10 +15,12 @@ import {
   parseKeys,
   parseLockOptions,
   parsePermitOptions,
+  show,
 } from "./internal/arguments.ts";
 import { acquireAll, byKey } from "./internal/multi_lock.ts";
 import type {
   Lock,
+  LockInfo,
   LockOptions,
   LockRequest,
   MultiLock,
@@ -29,7 +31,14 @@ import type {
   TestPermitOptions,
 } from "./lock.ts";
 
-export type { Lock, LockOptions, LockRequest, TestLockOptions } from "./lock.ts";
+export type {
+  Lock,
+  LockHolder,
+  LockInfo,
+  LockOptions,
+  LockRequest,
+  TestLockOptions,
+} from "./lock.ts";
 export type { MultiLock, Permit, PermitOptions, PermitRequest, TestPermitOptions } from "./lock.ts";
 
 /**
@@ -123,6 +132,56 @@ export abstract class StateABC implements AsyncDisposable {
       await lock.release();
     }
   }
+
+  // --- Fencing and observability (issue 12) ---------------------------------------------------
+
+  /**
+   * Who holds `key` and who waits for it, right now, across the backend's whole scope: every
+   * process on the PostgreSQL database, every client of a broker. For finding a stuck lock; the
+   * answer is transient.
+   *
+   * @example
+   * ```ts
+   * import { LocalState } from "@momotor/shared-state";
+   *
+   * const state = new LocalState();
+   * const lock = await state.getLock("report");
+   * const info = await state.inspect("report");
+   * console.log(info.holders.length, info.waiters.length); // 1 0
+   * await lock.release();
+   * ```
+   *
+   * @param key Any string.
+   * @returns The holders and the waiters, each with its mode and, where the backend knows, since
+   *   when and who.
+   * @throws {LockFailed} when the state is closed or the backend cannot be reached.
+   * @throws {TypeError} for a non-string key.
+   */
+  inspect(key: string): Promise<LockInfo> {
+    try {
+      checkKey(key);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const failure = this.#refusal(key, true, undefined);
+    if (failure !== undefined) return Promise.reject(failure);
+    return this.inspectKey(key);
+  }
+
+  /**
+   * The backend's {@link StateABC.inspect}. The key is a string and the state is open. Backends
+   * of this package all implement it; the default, for backends written before it existed,
+   * rejects (and fails the conformance suite's inspect tests).
+   *
+   * @param key The key to describe.
+   */
+  protected inspectKey(key: string): Promise<LockInfo> {
+    return Promise.reject(
+      new Error(`${this.constructor.name} cannot inspect locks (asked about ${show(key)})`),
+    );
+  }
+
+  // --- end of issue 12 ------------------------------------------------------------------------
 
   /**
    * Closes the state: waiting requests fail with {@link LockFailed}, held locks are released and

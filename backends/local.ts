@@ -7,11 +7,15 @@
 import { checkOptions, optionNames, optionTypeError } from "../internal/arguments.ts";
 import { BaseLock, RELEASED } from "../internal/base_lock.ts";
 import { busy, closed } from "../internal/failures.ts";
+import { nextProcessToken } from "../internal/fencing.ts";
+import { holderEntry, labelOf, requestTime } from "../internal/holders.ts";
 import { append, type List, unlink } from "../internal/intrusive_list.ts";
 import { RequestWait } from "../internal/request_wait.ts";
 import { backendLogger, debugEnabled } from "../internal/log.ts";
 import {
   type Lock,
+  type LockHolder,
+  type LockInfo,
   type LockRequest,
   type Permit,
   type PermitRequest,
@@ -38,6 +42,8 @@ class KeyState implements List<LocalLock> {
   /** The queue of waiting requests, first come first. */
   head: LocalLock | undefined = undefined;
   tail: LocalLock | undefined = undefined;
+  /** The holders, so that `close()` can abort their signals and `inspect` list them. */
+  readonly holders: List<LocalLock> = { head: undefined, tail: undefined };
 
   get unused(): boolean {
     return this.shared === 0 && !this.exclusive && this.head === undefined;
@@ -71,6 +77,11 @@ class LocalLock extends BaseLock {
     if (!this.#state.closed) this.#release(this);
     return RELEASED;
   }
+
+  /** A token of this process's counter (see `internal/fencing.ts`). */
+  protected override fence(): Promise<bigint> {
+    return Promise.resolve(nextProcessToken());
+  }
 }
 
 /**
@@ -95,8 +106,6 @@ class LocalLock extends BaseLock {
  */
 export class LocalState extends StateABC {
   readonly #entries = new Map<string, KeyState>();
-  /** Every held lock, so that `close()` can abort their signals. */
-  readonly #held: List<LocalLock> = { head: undefined, tail: undefined };
   readonly #name: string;
   readonly #releaseLock = (lock: LocalLock) => this.#release(lock);
   /** Counting semaphores (issue 13), apart from the locks: a permit key is not a lock key. */
@@ -159,6 +168,30 @@ export class LocalState extends StateABC {
     return Promise.resolve(free);
   }
 
+  /**
+   * The key's holders and waiters in this state. Since when: what the broker told for its
+   * clients, and for a waiting request with a timeout its start; no clock is read on the fast path.
+   */
+  protected override inspectKey(key: string): Promise<LockInfo> {
+    const holders: LockHolder[] = [];
+    const waiters: LockHolder[] = [];
+    const entry = this.#entries.get(key);
+    if (entry !== undefined) {
+      for (let lock = entry.holders.head; lock !== undefined; lock = lock.next) {
+        const label = labelOf(lock);
+        holders.push(holderEntry(lock.exclusive, label?.since, label?.owner));
+      }
+      for (let lock = entry.head; lock !== undefined; lock = lock.next) {
+        const request = lock.wait!.request;
+        const label = labelOf(request.signal);
+        waiters.push(
+          holderEntry(lock.exclusive, label?.since ?? requestTime(request), label?.owner),
+        );
+      }
+    }
+    return Promise.resolve({ key, holders, waiters });
+  }
+
   /** Grants at once when nobody waits and fewer than `limit` hold the key, else queues. */
   protected acquirePermit(key: string, request: PermitRequest): Promise<Permit> {
     return this.#permits.acquire(key, request);
@@ -172,18 +205,20 @@ export class LocalState extends StateABC {
   /** Fails every waiting request and marks every held lock lost. */
   protected shutdown(): Promise<void> {
     this.#permits.close();
+    const held: LocalLock[] = [];
     for (const entry of this.#entries.values()) {
       for (let lock = entry.head; lock !== undefined; lock = entry.head) {
         unlink(entry, lock);
         this.#settle(lock).fail(closed(lock));
       }
+      for (let lock = entry.holders.head; lock !== undefined; lock = entry.holders.head) {
+        unlink(entry.holders, lock);
+        held.push(lock);
+      }
     }
     this.#entries.clear();
     this.#spare = undefined;
-    for (let lock = this.#held.head; lock !== undefined; lock = this.#held.head) {
-      unlink(this.#held, lock);
-      lock.lose("closed", "the state was closed");
-    }
+    for (const lock of held) lock.lose("closed", "the state was closed");
     log.debug("{name}: closed", { name: this.#name });
     return Promise.resolve();
   }
@@ -208,12 +243,12 @@ export class LocalState extends StateABC {
   #hold(lock: LocalLock): void {
     if (lock.exclusive) lock.entry.exclusive = true;
     else lock.entry.shared++;
-    append(this.#held, lock);
+    append(lock.entry.holders, lock);
   }
 
   #release(lock: LocalLock): void {
-    unlink(this.#held, lock);
     const entry = lock.entry;
+    unlink(entry.holders, lock);
     if (lock.exclusive) entry.exclusive = false;
     else entry.shared--;
     if (entry.head !== undefined) this.#grantWaiting(entry);

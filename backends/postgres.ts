@@ -23,6 +23,12 @@ import {
   type PermitRequest,
   StateABC,
 } from "../state.ts";
+import {
+  type AdvisoryLock,
+  listAdvisoryLocks,
+  type ListLocksOptions,
+  type PostgresLockInfo,
+} from "./postgres/inspect.ts";
 import { LockTable } from "./postgres/lock_table.ts";
 import {
   type PostgresStateOptions,
@@ -37,6 +43,12 @@ import { advisoryLockId } from "./postgres/lock_id.ts";
 import { PermitTable } from "./postgres/permits.ts";
 
 export { ADVISORY_LOCK_ID_SQL, advisoryLockId, advisoryPermitSlot } from "./postgres/lock_id.ts";
+export type {
+  AdvisoryLock,
+  ListLocksOptions,
+  PostgresLockHolder,
+  PostgresLockInfo,
+} from "./postgres/inspect.ts";
 export type { PostgresClientOptions, PostgresStateOptions } from "./postgres/options.ts";
 export type { LockMode } from "./postgres/statements.ts";
 
@@ -44,6 +56,37 @@ const log = backendLogger("postgres");
 
 /** The shortest time a new connection is given to be ready, in milliseconds. */
 const MIN_OPEN_TIMEOUT_MS = 1000;
+
+/** A postgres.js client, `postgres(url, options)`: what {@link listLocks} takes besides a URL. */
+export type PostgresClient = postgres.Sql;
+
+/**
+ * Every advisory lock held or awaited in the database, by any process, or only those of `keys`:
+ * what the `shared-state locks` command shows, for finding a stuck lock. One entry per backend and
+ * lock; holders first, then waiters, the longest-waiting first.
+ *
+ * @example
+ * ```ts
+ * import { listLocks } from "@momotor/shared-state/postgres";
+ *
+ * const url = Deno.env.get("DATABASE_URL") ?? "postgres://localhost/app";
+ * for (const lock of await listLocks(url, { namespace: "grader", keys: ["grading/42"] })) {
+ *   console.log(lock.key, lock.granted ? "held" : "waiting", lock.pid, lock.applicationName);
+ * }
+ * ```
+ *
+ * @param sql A connection URL (a connection is opened and ended for this call), or a postgres.js
+ *   client (left open).
+ * @param options The keys to look at, and their namespace.
+ * @returns The locks, as {@link AdvisoryLock}s.
+ * @throws {TypeError} for a bad URL or bad options.
+ */
+export function listLocks(
+  sql: PostgresClient | string,
+  options?: ListLocksOptions,
+): Promise<AdvisoryLock[]> {
+  return listAdvisoryLocks(sql, options);
+}
 
 function isClient(value: unknown): value is postgres.Sql {
   if (typeof value !== "function") return false;
@@ -213,6 +256,35 @@ export class PostgresState extends StateABC {
   /** This process's own holders first, then PostgreSQL (a try-lock that is undone at once). */
   protected probe(key: string, exclusive: boolean): Promise<boolean> {
     return this.#table.probe(key, exclusive);
+  }
+
+  /**
+   * Who holds `key` and who waits for it in every process on the database (`pg_locks` with
+   * `pg_stat_activity`: pid, `application_name`, client address, since when a waiter waits), this
+   * state's own holders and requests one by one from its books. Other roles' sessions show their
+   * address and times only to members of `pg_read_all_stats`.
+   *
+   * @example
+   * ```ts
+   * import { PostgresState } from "@momotor/shared-state/postgres";
+   *
+   * await using state = new PostgresState(Deno.env.get("DATABASE_URL")!);
+   * const { holders, waiters } = await state.inspect("grading/42");
+   * for (const holder of holders) console.log(holder.owner, holder.exclusive);
+   * console.log(`${waiters.length} waiting`);
+   * ```
+   *
+   * @param key Any string.
+   * @returns The holders and waiters, and the key's lock id.
+   * @throws {LockFailed} when the state is closed or the database cannot be reached.
+   */
+  override inspect(key: string): Promise<PostgresLockInfo> {
+    return super.inspect(key) as Promise<PostgresLockInfo>;
+  }
+
+  /** Reads `pg_locks` on the main connection, and the state's own books. */
+  protected override inspectKey(key: string): Promise<PostgresLockInfo> {
+    return this.#table.inspect(key);
   }
 
   /** Fails waiters, loses held locks, ends every connection the state opened. */

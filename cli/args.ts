@@ -5,7 +5,7 @@
  */
 
 import { parseArgs, type ParseArgsConfig } from "node:util";
-import { BROKER_HELP, ID_HELP, MAIN_HELP, RUN_HELP, TEST_HELP } from "./help.ts";
+import { BROKER_HELP, ID_HELP, LOCKS_HELP, MAIN_HELP, RUN_HELP, TEST_HELP } from "./help.ts";
 
 /** Where the locks live, as the flags say; the environment fills in the rest (backend.ts). */
 export interface BackendFlags {
@@ -45,6 +45,15 @@ export interface IdArguments {
   namespace: string;
 }
 
+/** `locks [options] [KEY…]` (issue 12). */
+export interface LocksArguments {
+  /** The keys to look at; none: every advisory lock of the database (PostgreSQL only). */
+  keys: string[];
+  /** JSON on stdout instead of a table. */
+  json: boolean;
+  backend: BackendFlags;
+}
+
 /** `broker [options]`. */
 export interface BrokerArguments {
   port: number;
@@ -61,6 +70,7 @@ export type Invocation =
   | { kind: "run"; args: RunArguments }
   | { kind: "test"; args: TestArguments }
   | { kind: "id"; args: IdArguments }
+  | { kind: "locks"; args: LocksArguments }
   | { kind: "broker"; args: BrokerArguments };
 
 /** Bad usage: the message says what, and which `--help` to read (exit code 64). */
@@ -105,6 +115,7 @@ const TEST: Options = {
   limit: { type: "string" },
 };
 const ID: Options = { ...HELP, namespace: { type: "string" } };
+const LOCKS: Options = { ...HELP, ...BACKEND, json: { type: "boolean" } };
 const BROKER: Options = {
   ...HELP,
   port: { type: "string" },
@@ -118,6 +129,7 @@ const SUBCOMMAND_HELP: Record<string, string> = {
   run: RUN_HELP,
   test: TEST_HELP,
   id: ID_HELP,
+  locks: LOCKS_HELP,
   broker: BROKER_HELP,
 };
 
@@ -269,6 +281,15 @@ function parseId(args: string[]): IdArguments {
   return { key: singleKey(parsed, "id"), namespace: text(parsed.values.namespace) ?? "" };
 }
 
+function parseLocks(args: string[]): LocksArguments {
+  const { values, before, after } = parse(args, LOCKS, "locks");
+  return {
+    keys: [...before, ...after ?? []],
+    json: values.json === true,
+    backend: backendFlags(values),
+  };
+}
+
 function parseBroker(args: string[]): BrokerArguments {
   const { values, before, after } = parse(args, BROKER, "broker");
   const extra = [...before, ...after ?? []];
@@ -304,14 +325,16 @@ export function parseInvocation(argv: readonly string[]): Invocation {
     case "run":
     case "test":
     case "id":
+    case "locks":
     case "broker":
       if (asksForHelp(rest)) return { kind: "help", text: SUBCOMMAND_HELP[first] };
       if (first === "run") return { kind: "run", args: parseRun(rest) };
       if (first === "test") return { kind: "test", args: parseTest(rest) };
       if (first === "id") return { kind: "id", args: parseId(rest) };
+      if (first === "locks") return { kind: "locks", args: parseLocks(rest) };
       return { kind: "broker", args: parseBroker(rest) };
     case undefined:
-      throw new UsageError("missing SUBCOMMAND (run, test, id or broker)");
+      throw new UsageError("missing SUBCOMMAND (run, test, id, locks or broker)");
     case "help":
       if (rest.length > 0 && rest[0] in SUBCOMMAND_HELP) {
         return { kind: "help", text: SUBCOMMAND_HELP[rest[0]] };

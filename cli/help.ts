@@ -26,6 +26,7 @@ Usage:
   shared-state run [options] KEY -- COMMAND [ARGS…]   run COMMAND holding the lock on KEY
   shared-state test [options] KEY                      exit 0 if the lock on KEY is free now
   shared-state id [--namespace NS] KEY                 KEY's PostgreSQL advisory lock id
+  shared-state locks [options] [KEY…]                  who holds and awaits locks, and since when
   shared-state broker [options]                        serve locks over WebSocket
   shared-state SUBCOMMAND --help                       the options of a subcommand
   shared-state --version
@@ -97,6 +98,29 @@ Options:
   -h, --help        this help
 
 Exit codes: 0; 64 bad usage.
+`;
+
+/** `shared-state locks --help` (issue 12). */
+export const LOCKS_HELP: string = `Usage: shared-state locks [options] [KEY…]
+
+Lists who holds and who awaits the locks on each KEY, in every process on the PostgreSQL
+database or every client of the broker: a table of KEY, MODE (exclusive or shared), STATE
+(held or waiting), SINCE, PID/CLIENT and APPLICATION. On PostgreSQL without KEY: every
+advisory lock of the database (their keys unknown: the lock id instead). SINCE is when a
+waiter began waiting; for a holder, what the backend knows (a broker: when it granted it;
+PostgreSQL: the start of its transaction in transaction mode, else "-").
+
+Options:
+  --json            one JSON array on stdout instead of the table (one object per entry)
+  --url URL         where the locks live (default $SHARED_STATE_URL, then $DATABASE_URL)
+  --token TOKEN     the broker's token (default $SHARED_STATE_TOKEN)
+  --namespace NS    the namespace of PostgreSQL lock ids (default: none)
+  -h, --help        this help
+
+${WHERE}
+
+Exit codes: 0 (whether or not anything is locked); 64 bad usage (a broker without KEY);
+69 the backend is unreachable or refused.
 `;
 
 /** `shared-state broker --help`. */

@@ -1,6 +1,6 @@
 /**
  * The part of a {@link Lock} (and of a {@link Permit}) that every backend shares: lazy signal,
- * single release, loss.
+ * single release, loss, and a lock's fencing token.
  */
 
 import { LockLost, type LockLostReason } from "../errors.ts";
@@ -11,16 +11,21 @@ import type { Requested } from "./failures.ts";
 export const RELEASED: Promise<void> = Promise.resolve();
 
 /**
- * Something held: a lock or a permit. A backend subclass frees it in {@link BaseHold.unlock}, and
- * calls {@link BaseHold.lose} when the backend takes it away.
+ * Something held: a lock or a permit. A backend subclass frees it in {@link BaseHold.unlock},
+ * makes a lock's fencing token in {@link BaseHold.fence}, and calls {@link BaseHold.lose} when the
+ * backend takes it away.
  *
  * The signal is created on first use: most locks are released without anyone reading it, and an
- * AbortController costs more than the rest of an uncontended acquire.
+ * AbortController costs more than the rest of an uncontended acquire. The fencing token likewise:
+ * nothing is paid for it until `fencingToken()` is called.
  */
 abstract class BaseHold {
   #controller: AbortController | undefined;
   #lost: LockLost | undefined;
   #release: Promise<void> | undefined;
+  #token: Promise<bigint> | undefined;
+  /** `release()` was called while the token was being made: the unlock waits for it. */
+  #unlockPending = false;
 
   /** What its LockLost names: the key and the mode, and a permit's limit. */
   protected abstract get requested(): Requested;
@@ -38,23 +43,75 @@ abstract class BaseHold {
     return this.#release === undefined;
   }
 
+  /**
+   * Frees the lock. While the fencing token is being made, the unlock waits for it: a token is
+   * only ever made while the lock is held (in PostgreSQL's transaction mode it is checked
+   * against `pg_locks`, which a release in between would fool).
+   */
   release(): Promise<void> {
-    return this.#release ??= this.unlock();
+    if (this.#release === undefined) {
+      const token = this.#token;
+      if (token === undefined) {
+        this.#release = this.unlock();
+      } else {
+        this.#unlockPending = true;
+        const unlock = () => {
+          // Lost meanwhile: the backend freed it already, and its books no longer list it.
+          if (!this.#unlockPending) return;
+          this.#unlockPending = false;
+          return this.unlock();
+        };
+        this.#release = token.then(unlock, unlock);
+      }
+    }
+    return this.#release;
   }
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.release();
   }
 
+  /** A lock's `fencingToken()` (issue 12): made once, while held, by {@link BaseHold.fence}. */
+  protected fencing(): Promise<bigint> {
+    if (this.#token !== undefined) return this.#token;
+    if (this.#lost !== undefined) return Promise.reject(this.#lost);
+    if (this.#release !== undefined) {
+      return Promise.reject(
+        new Error(
+          `fencingToken() was first called after release() of the lock on ${
+            JSON.stringify(this.requested.key.slice(0, 80))
+          }: ask for the token while the lock is held`,
+        ),
+      );
+    }
+    let made: Promise<bigint>;
+    try {
+      made = this.fence();
+    } catch (error) {
+      made = Promise.reject(error);
+    }
+    const token: Promise<bigint> = made.catch((error) => {
+      // A later call may try again (while the lock is still held).
+      if (this.#token === token) this.#token = undefined;
+      throw this.#lost ?? error;
+    });
+    this.#token = token;
+    return token;
+  }
+
   /**
    * The backend lost this lock: abort its signal with {@link LockLost}; `release()` becomes a
-   * no-op. Does nothing once released or lost.
+   * no-op. Does nothing once released (a release waiting for the token only skips its unlock).
    *
    * @param reason Why, as data.
    * @param message What happened, in a few words.
    * @param cause The underlying error, if any.
    */
   lose(reason: LockLostReason, message: string, cause?: unknown): void {
+    if (this.#unlockPending) {
+      this.#unlockPending = false;
+      return;
+    }
     if (this.#release !== undefined) return;
     this.#release = RELEASED;
     const { key, exclusive, limit } = this.requested;
@@ -64,6 +121,15 @@ abstract class BaseHold {
 
   /** Frees the lock in the backend. Called at most once; must never reject. */
   protected abstract unlock(): Promise<void>;
+
+  /**
+   * Makes the fencing token, while the lock is held; called at most once at a time, and never
+   * after `unlock`. Rejects when it cannot (the lock was lost: `fencingToken()` then rejects with
+   * the lock's LockLost). Every backend of the package makes one; the default rejects.
+   */
+  protected fence(): Promise<bigint> {
+    return Promise.reject(new Error(`${this.constructor.name} makes no fencing tokens`));
+  }
 }
 
 /** A held lock: see {@link BaseHold}. */
@@ -79,6 +145,10 @@ export abstract class BaseLock extends BaseHold implements Lock {
 
   protected get requested(): Requested {
     return this;
+  }
+
+  fencingToken(): Promise<bigint> {
+    return this.fencing();
   }
 }
 

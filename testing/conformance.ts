@@ -550,6 +550,158 @@ export function conformanceSuite(name: string, options: ConformanceOptions): voi
       });
     });
 
+    describe("fencing tokens", () => {
+      test("grow from holder to holder, and repeat on one lock", async () => {
+        const state = await open();
+        const key = freshKey();
+        let previous = -1n;
+        for (const exclusive of [true, false, true, true, false]) {
+          const lock = await state.getLock(key, { exclusive });
+          const token = await lock.fencingToken();
+          assert.equal(typeof token, "bigint");
+          assert.ok(token > previous, `token ${token} after ${previous}`);
+          assert.equal(await lock.fencingToken(), token, "a second call gave another token");
+          await lock.release();
+          assert.equal(await lock.fencingToken(), token, "the token changed with the release");
+          previous = token;
+        }
+      });
+
+      test("grow across a hand-over to a waiter, and after concurrent shared holders", async () => {
+        const state = await open();
+        const key = freshKey();
+        const first = await state.getLock(key);
+        const next = state.getLock(key);
+        // Asked and released at once: the release waits for the token, never the other way.
+        const firstToken = first.fencingToken();
+        await first.release();
+        const second = await next;
+        const secondToken = await second.fencingToken();
+        assert.ok(secondToken > await firstToken, `${secondToken} after ${await firstToken}`);
+        await second.release();
+        const readers = await Promise.all([state.getLock(key, S), state.getLock(key, S)]);
+        const readerTokens = await Promise.all(readers.map((lock) => lock.fencingToken()));
+        assert.notEqual(readerTokens[0], readerTokens[1], "two holders share a token");
+        for (const token of readerTokens) assert.ok(token > secondToken);
+        await Promise.all(readers.map((lock) => lock.release()));
+        const writer = await state.getLock(key);
+        const writerToken = await writer.fencingToken();
+        for (const token of readerTokens) assert.ok(writerToken > token);
+        await writer.release();
+      });
+
+      test("are refused to a lock released or lost before it asked", async () => {
+        const state = await open();
+        const key = freshKey();
+        const released = await state.getLock(key);
+        await released.release();
+        await assert.rejects(released.fencingToken(), Error);
+        const asked = await state.getLock(key);
+        const token = await asked.fencingToken();
+        const unasked = await state.getLock(freshKey(), S);
+        await state.close();
+        assert.equal(await asked.fencingToken(), token, "a token given stays the same");
+        await assert.rejects(unasked.fencingToken(), { name: "LockLost", reason: "closed" });
+      });
+
+      if (options.sharedBacking) {
+        test("grow across two states on one backend", async () => {
+          const states = [await open(), await open()];
+          const key = freshKey();
+          let previous = -1n;
+          for (let i = 0; i < 6; i++) {
+            const lock = await states[i % 2].getLock(key, { exclusive: i % 3 !== 2 });
+            const token = await lock.fencingToken();
+            assert.ok(token > previous, `state ${i % 2}: token ${token} after ${previous}`);
+            previous = token;
+            await lock.release();
+          }
+        });
+      }
+    });
+
+    describe("inspect", () => {
+      /** Checks a `since` the backend gave: a Date between the test's start and now. */
+      const plausible = (since: Date | undefined, start: number) => {
+        if (since === undefined) return;
+        assert.ok(since instanceof Date, `since is not a Date: ${since}`);
+        const time = since.getTime();
+        assert.ok(
+          time >= start - 1000 && time <= Date.now() + 1000,
+          `since ${since.toISOString()}`,
+        );
+      };
+      /** Nobody holds or awaits `key` (a backend may add fields of its own to the answer). */
+      const free = async (state: StateABC, key: string) => {
+        const { key: named, holders, waiters } = await state.inspect(key);
+        assert.deepEqual({ key: named, holders, waiters }, { key, holders: [], waiters: [] });
+      };
+
+      test("lists the holders and the waiters of a key, in order", async () => {
+        const start = Date.now();
+        const state = await open();
+        const key = freshKey();
+        await free(state, key);
+        const holder = await state.getLock(key);
+        const reader = state.getLock(key, { ...S, timeout: 60_000 });
+        const writer = state.getLock(key, { ...X, timeout: 60_000 });
+        const info = await state.inspect(key);
+        assert.equal(info.key, key);
+        assert.deepEqual(info.holders.map((h) => h.exclusive), [true]);
+        assert.deepEqual(info.waiters.map((w) => w.exclusive), [false, true]);
+        for (const entry of [...info.holders, ...info.waiters]) {
+          plausible(entry.since, start);
+          if (entry.owner !== undefined) assert.equal(typeof entry.owner, "string");
+        }
+        await holder.release();
+        const shared = await reader;
+        const later = await state.inspect(key);
+        assert.deepEqual(later.holders.map((h) => h.exclusive), [false]);
+        assert.deepEqual(later.waiters.map((w) => w.exclusive), [true]);
+        await shared.release();
+        await (await writer).release();
+        await free(state, key);
+      });
+
+      test("counts shared holders, and refuses a bad key or a closed state", async () => {
+        const state = await open();
+        const key = freshKey();
+        const readers = await Promise.all([1, 2, 3].map(() => state.getLock(key, S)));
+        const info = await state.inspect(key);
+        assert.deepEqual(info.holders.map((h) => h.exclusive), [false, false, false]);
+        assert.deepEqual(info.waiters, []);
+        await Promise.all(readers.map((lock) => lock.release()));
+        await assert.rejects(state.inspect(42 as never), TypeError);
+        await state.close();
+        await assert.rejects(state.inspect(key), { name: "LockFailed", reason: "closed" });
+      });
+
+      if (options.sharedBacking) {
+        test("sees the holders and the waiters of another state", async () => {
+          const [a, b] = [await open(), await open()];
+          const key = freshKey();
+          const holder = await a.getLock(key);
+          const waiting = watch(b.getLock(key, S));
+          // The request travels to the backend on its own time: look until it is seen there.
+          let info = await a.inspect(key);
+          for (let i = 0; i < 500 && info.waiters.length === 0; i++) {
+            await macrotask(10);
+            info = await a.inspect(key);
+          }
+          assert.deepEqual(info.holders.map((h) => h.exclusive), [true]);
+          assert.deepEqual(info.waiters.map((w) => w.exclusive), [false]);
+          const fromB = await b.inspect(key);
+          assert.deepEqual(fromB.holders.map((h) => h.exclusive), [true]);
+          assert.deepEqual(fromB.waiters.map((w) => w.exclusive), [false]);
+          await holder.release();
+          await waiting.done;
+          const lock = (waiting.outcome as { value: Lock }).value;
+          assert.deepEqual((await a.inspect(key)).holders.map((h) => h.exclusive), [false]);
+          await lock.release();
+        });
+      }
+    });
+
     describe("stress", () => {
       test("keeps the invariant under random interleavings", async () => {
         const state = await open();

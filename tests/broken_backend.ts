@@ -4,6 +4,7 @@
  *
  * - `exclusive`: exclusive requests are granted as shared ones (two "exclusive" holders at once).
  * - `release`: `release()` resolves but frees nothing.
+ * - `fencing`: every lock's fencing token is the same number.
  * - `none`: LocalState as it is (the control).
  */
 
@@ -12,12 +13,18 @@ import { LocalState, type Lock, type LockRequest } from "../mod.ts";
 import { conformanceSuite } from "../testing.ts";
 
 /** A lock that shows `exclusive` and releases with `release`, whatever it really holds. */
-function disguise(lock: Lock, exclusive: boolean, release: () => Promise<void>): Lock {
+function disguise(
+  lock: Lock,
+  exclusive: boolean,
+  release: () => Promise<void>,
+  fencingToken: () => Promise<bigint> = () => lock.fencingToken(),
+): Lock {
   return {
     key: lock.key,
     exclusive,
     signal: lock.signal,
     release,
+    fencingToken,
     [Symbol.asyncDispose]: release,
   };
 }
@@ -39,9 +46,18 @@ class NoRelease extends LocalState {
   }
 }
 
+/** Hands out locks whose fencing tokens never grow. */
+class StuckTokens extends LocalState {
+  protected override async acquire(key: string, request: LockRequest): Promise<Lock> {
+    const lock = await super.acquire(key, request);
+    return disguise(lock, lock.exclusive, () => lock.release(), () => Promise.resolve(7n));
+  }
+}
+
 const backends: Record<string, () => LocalState> = {
   exclusive: () => new SharedExclusive(),
   release: () => new NoRelease(),
+  fencing: () => new StuckTokens(),
   none: () => new LocalState(),
 };
 const broken = process.env.BROKEN ?? "";

@@ -67,8 +67,8 @@ function assertFailed(run: Run, names: string[]): void {
 describe("the conformance suite, on a backend broken on purpose", () => {
   const runs: Record<string, Promise<Run>> = {};
   before(() => {
-    // The three runs go side by side; each test awaits its own.
-    for (const broken of ["none", "exclusive", "release"]) {
+    // The runs go side by side; each test awaits its own.
+    for (const broken of ["none", "exclusive", "release", "fencing"]) {
       runs[broken] = runSuite(broken);
       runs[broken].catch(() => {}); // awaited (and reported) by its test
     }
@@ -105,5 +105,14 @@ describe("the conformance suite, on a backend broken on purpose", () => {
     assert.ok(
       run.passed.has("rejects ill-typed arguments with TypeError and bad timeouts with RangeError"),
     );
+  });
+
+  it("fails one whose fencing tokens do not grow", async () => {
+    const run = await runs.fencing;
+    assertFailed(run, [
+      "grow from holder to holder, and repeat on one lock",
+      "grow across a hand-over to a waiter, and after concurrent shared holders",
+    ]);
+    assert.ok(run.passed.has("lets one exclusive holder in alone"), run.output);
   });
 });

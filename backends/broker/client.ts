@@ -5,7 +5,7 @@
 
 import { backendFailure, type Requested } from "../../internal/failures.ts";
 import { checkOptions, optionNames, optionTypeError, show } from "../../internal/arguments.ts";
-import type { Lock, LockRequest, MultiLock, Permit, PermitRequest } from "../../state.ts";
+import type { Lock, LockInfo, LockRequest, MultiLock, Permit, PermitRequest } from "../../state.ts";
 import { StateABC } from "../../state.ts";
 import { Connection, type WebSocketConstructor } from "./connection.ts";
 import { checkInterval } from "./heartbeat.ts";
@@ -28,7 +28,10 @@ export interface BrokerStateOptions {
    * fail. A half-open connection is therefore noticed within three intervals. Default 5000.
    */
   heartbeatInterval?: number;
-  /** A name for this state in debug logs. */
+  /**
+   * A name for this state in debug logs, and for the broker's `inspect`, which names this
+   * client's holders and waiters `<name> (broker connection N from ADDRESS)`.
+   */
   name?: string;
 }
 
@@ -164,6 +167,23 @@ export class BrokerState extends StateABC {
       );
     }
     return this.#connect().test(key, exclusive);
+  }
+
+  /**
+   * Asks the broker who holds and awaits `key` in its served state: every client of the broker
+   * (named by its `name` option), and, for a served PostgresState, every process on its database.
+   */
+  protected override inspectKey(key: string): Promise<LockInfo> {
+    if (key.length > MAX_KEY_LENGTH) {
+      return Promise.reject(
+        backendFailure(
+          { key, exclusive: true },
+          "refused",
+          `keys sent to a broker are limited to ${MAX_KEY_LENGTH} UTF-16 code units`,
+        ),
+      );
+    }
+    return this.#connect().inspect(key);
   }
 
   /** Releases everything on the broker, then closes the connection. */

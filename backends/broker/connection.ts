@@ -6,20 +6,23 @@
 import { LockFailed, type LockFailedReason, type LockLostReason } from "../../errors.ts";
 import { BaseLock, BasePermit } from "../../internal/base_lock.ts";
 import type { Requested } from "../../internal/failures.ts";
+import { holderEntry } from "../../internal/holders.ts";
 import { RequestWait } from "../../internal/request_wait.ts";
 import { backendLogger } from "../../internal/log.ts";
-import type { Lock, LockRequest, MultiLock, Permit, PermitRequest } from "../../state.ts";
+import type { Lock, LockInfo, LockRequest, MultiLock, Permit, PermitRequest } from "../../state.ts";
 import { Heartbeat } from "./heartbeat.ts";
 import {
   type ClientFrame,
   CloseCode,
   type FailureReason,
+  MAX_NAME_LENGTH,
   OPEN,
   parseServerFrame,
   PROTOCOL_VERSION,
   ProtocolError,
   type ServerFrame,
   type WebSocketLike,
+  type WireHolder,
 } from "./protocol.ts";
 
 const log = backendLogger("broker");
@@ -87,7 +90,37 @@ interface TestEntry {
   state: TestState;
 }
 
-type Entry = AcquireEntry | TestEntry;
+/** Where an `inspect` in flight stands (issue 12). */
+type InspectState =
+  | {
+    readonly phase: "waiting";
+    readonly resolve: (info: LockInfo) => void;
+    readonly reject: (error: LockFailed) => void;
+  }
+  | { readonly phase: "abandoned" };
+
+/** An `inspect` in flight (issue 12); `exclusive` only for the LockFailed it may fail with. */
+interface InspectEntry {
+  readonly kind: "inspect";
+  readonly id: number;
+  readonly key: string;
+  readonly exclusive: true;
+  state: InspectState;
+}
+
+type Entry = AcquireEntry | TestEntry | InspectEntry;
+
+/** A `fence` sent for a held lock, awaiting its `fenced` (issue 12). */
+interface Fence {
+  readonly resolve: (token: bigint) => void;
+  readonly reject: (error: Error) => void;
+}
+
+function fromWire(entries: readonly WireHolder[]) {
+  return entries.map(({ exclusive, since, owner }) =>
+    holderEntry(exclusive, since === undefined ? undefined : new Date(since), owner)
+  );
+}
 
 /** Where the connection stands. */
 type ConnectionState =
@@ -112,8 +145,13 @@ class BrokerLock extends BaseLock {
     this.#entry = entry;
   }
 
-  protected unlock(): Promise<void> {
+  protected override unlock(): Promise<void> {
     return this.#connection.release(this.#entry);
+  }
+
+  /** The served state's token, asked for over the connection (issue 12). */
+  protected override fence(): Promise<bigint> {
+    return this.#connection.fence(this.#entry);
   }
 }
 
@@ -154,6 +192,7 @@ function requestedOf(entry: Entry, failedKey?: string): Requested {
   if (entry.kind === "test") {
     return { key: entry.key, exclusive: entry.exclusive, limit: entry.limit };
   }
+  if (entry.kind === "inspect") return { key: entry.key, exclusive: entry.exclusive };
   const { target } = entry;
   switch (target.kind) {
     case "lock":
@@ -201,7 +240,7 @@ function failedReason(reason: FailureReason, timeout: number | undefined): LockF
   }
 }
 
-function failureMessage(entry: AcquireEntry | TestEntry, reason: FailureReason, message: string) {
+function failureMessage(entry: Entry, reason: FailureReason, message: string) {
   const timeout = entry.kind === "acquire" ? entry.request.timeout : undefined;
   switch (reason) {
     case "busy":
@@ -242,6 +281,10 @@ function handshakeFailure(cause: unknown): string | undefined {
 export class Connection {
   readonly #config: ConnectionConfig;
   readonly #entries = new Map<number, Entry>();
+  /** Issue 12: the `fence`s in flight, by the id of their held acquire. */
+  readonly #fences = new Map<number, Fence>();
+  /** What the broker announced in `welcome` beyond the first frames (issue 12). */
+  #features: ReadonlySet<string> = new Set();
   #nextId = 1;
   #state: ConnectionState = { phase: "connecting", outbox: [] };
   #socket: WebSocketLike | undefined;
@@ -373,6 +416,46 @@ export class Connection {
     });
   }
 
+  /** Issue 12: who holds and awaits `key` on the broker. */
+  inspect(key: string): Promise<LockInfo> {
+    return new Promise<LockInfo>((resolve, reject) => {
+      const entry: InspectEntry = {
+        kind: "inspect",
+        id: this.#nextId++,
+        key,
+        exclusive: true,
+        state: { phase: "waiting", resolve, reject },
+      };
+      this.#entries.set(entry.id, entry);
+      this.#send({ op: "inspect", id: entry.id, key });
+    });
+  }
+
+  /**
+   * Issue 12: the fencing token of a held lock, made by the served state. A release waits for it
+   * (`BaseLock.release`), so the lock stays held until the answer.
+   */
+  fence(entry: AcquireEntry): Promise<bigint> {
+    if (entry.state.phase !== "held" || this.#entries.get(entry.id) !== entry) {
+      return Promise.reject(new Error("the lock is not held on the broker"));
+    }
+    if (!this.#features.has("fence")) {
+      // It would not answer (its error frame cannot name an id in use): say so at once.
+      return Promise.reject(new Error("the broker makes no fencing tokens (an older version)"));
+    }
+    return new Promise<bigint>((resolve, reject) => {
+      this.#fences.set(entry.id, { resolve, reject });
+      this.#send({ op: "fence", id: entry.id });
+    });
+  }
+
+  /** The lock of `id` is gone: a `fence` in flight gets no answer (its holder knows by then). */
+  #unfence(id: number, message: string): void {
+    const fence = this.#fences.get(id);
+    this.#fences.delete(id);
+    fence?.reject(new Error(message));
+  }
+
   /** Releases a held lock; resolves once the broker freed it (or the connection is gone). */
   release(entry: AcquireEntry): Promise<void> {
     if (entry.state.phase !== "held" || this.#entries.get(entry.id) !== entry) {
@@ -451,6 +534,8 @@ export class Connection {
         op: "hello",
         version: PROTOCOL_VERSION,
         token: this.#config.token,
+        // Issue 12: how the broker names this client to `inspect` (older brokers ignore it).
+        name: this.#config.name.slice(0, MAX_NAME_LENGTH),
       };
       this.#socket!.send(JSON.stringify(hello));
     } catch (error) {
@@ -487,6 +572,7 @@ export class Connection {
     }
     switch (frame.op) {
       case "welcome":
+        this.#features = new Set(frame.features);
         return this.#welcomed(frame.version, frame.limits.heartbeatInterval);
       case "queued":
         return;
@@ -511,6 +597,10 @@ export class Connection {
         return this.#lost(frame.id, frame.message);
       case "tested":
         return this.#tested(frame.id, frame.free);
+      case "fenced":
+        return this.#fenced(frame.id, frame.token, frame.message);
+      case "inspected":
+        return this.#inspected(frame.id, frame.holders, frame.waiters);
       case "error":
         if (frame.id === undefined) {
           log.warn("the broker reports an error: {message}", { message: frame.message });
@@ -605,6 +695,7 @@ export class Connection {
     entry.state = { phase: "abandoned" };
     if (state.phase === "held") {
       state.lock.lose("disconnected", `the broker lost it: ${message}`, new Error(message));
+      this.#unfence(id, message);
     } else if (state.phase === "waiting") {
       state.wait.fail(
         new LockFailed(`the broker lost it: ${message}`, {
@@ -622,6 +713,22 @@ export class Connection {
     if (entry === undefined || entry.kind !== "test") return;
     this.#delete(entry);
     if (entry.state.phase === "waiting") entry.state.resolve(free);
+  }
+
+  #fenced(id: number, token: string | undefined, message: string | undefined): void {
+    const fence = this.#fences.get(id);
+    if (fence === undefined) return;
+    this.#fences.delete(id);
+    if (token !== undefined) fence.resolve(BigInt(token));
+    else fence.reject(new Error(`the broker could not make a fencing token: ${message}`));
+  }
+
+  #inspected(id: number, holders: WireHolder[], waiters: WireHolder[]): void {
+    const entry = this.#entries.get(id);
+    if (entry === undefined || entry.kind !== "inspect") return;
+    this.#delete(entry);
+    if (entry.state.phase !== "waiting") return;
+    entry.state.resolve({ key: entry.key, holders: fromWire(holders), waiters: fromWire(waiters) });
   }
 
   /** The caller gave up on a waiting request (its wait failed it): cancel it on the broker. */
@@ -671,6 +778,7 @@ export class Connection {
         entry.state = { phase: "abandoned" };
         if (undo) this.#send({ op: "release", id: entry.id });
         state.lock.lose(ending.lost, ending.message, ending.cause);
+        this.#unfence(entry.id, ending.message);
       }
       if (!undo) this.#delete(entry);
     }
@@ -690,6 +798,7 @@ export class Connection {
     this.#heartbeat.stop();
     const carried = this.#entries.size;
     this.#answerAll(ending, false);
+    for (const id of [...this.#fences.keys()]) this.#unfence(id, ending.message);
     if (state.phase === "closing") state.drained();
     if (carried > 0 || state.phase !== "connecting") {
       log.debug("{name}: connection ended: {message}", {

@@ -18,6 +18,12 @@ export const MAX_KEY_LENGTH: number = 256 * 1024;
 /** Longest token the broker reads; a longer `hello` is refused. */
 export const MAX_TOKEN_LENGTH = 4096;
 
+/** Longest client name in `hello`, and longest `owner` in `inspected`, in UTF-16 code units. */
+export const MAX_NAME_LENGTH = 256;
+
+/** Most holders, and most waiters, listed in one `inspected` frame (issue 12). */
+export const MAX_INSPECT_ENTRIES = 1000;
+
 /**
  * Default for the most reply bytes the broker queues for one client that does not read them;
  * beyond, the connection is closed (1008) and everything it held released.
@@ -72,7 +78,7 @@ export type FailureReason =
 
 /** Frames a client sends. */
 export type ClientFrame =
-  | { op: "hello"; version: number; token: string }
+  | { op: "hello"; version: number; token: string; name?: string }
   | { op: "acquire"; id: number; key: string; exclusive: boolean; timeout: number | undefined }
   | { op: "cancel"; id: number }
   | { op: "release"; id: number }
@@ -87,11 +93,27 @@ export type ClientFrame =
     exclusive: boolean;
     timeout: number | undefined;
   }
+  // Issue 12: a held lock's fencing token, and who holds and awaits a key.
+  | { op: "fence"; id: number }
+  | { op: "inspect"; id: number; key: string }
   | { op: "ping" }
   | { op: "pong" };
 
 /** The most keys in one `acquireAll` (each still counts against the key characters per connection). */
 export const MAX_KEYS = 1024;
+
+/**
+ * A holder or waiter in an `inspected` frame: `since` in milliseconds since 1970, `owner` at most
+ * {@link MAX_NAME_LENGTH} code units.
+ */
+export interface WireHolder {
+  exclusive: boolean;
+  since?: number;
+  owner?: string;
+}
+
+/** Issue 12: the features a broker of this version announces in `welcome`. */
+export const FEATURES: readonly string[] = Object.freeze(["fence", "inspect"]);
 
 /** The limits a broker announces in `welcome`. */
 export interface BrokerLimits {
@@ -107,7 +129,11 @@ export interface BrokerLimits {
 
 /** Frames the broker sends. */
 export type ServerFrame =
-  | { op: "welcome"; version: number; limits: BrokerLimits }
+  /**
+   * `features` (issue 12): the frames of this version beyond the first ones that the broker
+   * answers (`fence`, `inspect`); an older broker sends none.
+   */
+  | { op: "welcome"; version: number; limits: BrokerLimits; features?: string[] }
   | { op: "refused"; message: string }
   | { op: "queued"; id: number }
   | { op: "granted"; id: number }
@@ -122,6 +148,8 @@ export type ServerFrame =
   | { op: "released"; id: number }
   | { op: "lost"; id: number; message: string }
   | { op: "tested"; id: number; free: boolean }
+  | { op: "fenced"; id: number; token?: string; message?: string }
+  | { op: "inspected"; id: number; holders: WireHolder[]; waiters: WireHolder[] }
   | { op: "error"; id?: number; message: string }
   | { op: "ping" }
   | { op: "pong" };
@@ -242,15 +270,56 @@ function requireKeys(fields: Fields, id: number): string[] {
   return keys as string[];
 }
 
+/** A fencing token on the wire: a decimal string of a signed 64-bit integer. */
+function isToken(value: unknown): value is string {
+  if (typeof value !== "string" || !/^-?[0-9]{1,19}$/.test(value)) return false;
+  const token = BigInt(value);
+  return token >= -(2n ** 63n) && token < 2n ** 63n;
+}
+
+function holderList(value: unknown, name: string): WireHolder[] {
+  if (!Array.isArray(value) || value.length > MAX_INSPECT_ENTRIES) {
+    throw new ProtocolError(
+      `inspected needs "${name}", an array of at most ${MAX_INSPECT_ENTRIES}`,
+    );
+  }
+  return value.map((entry) => {
+    const { exclusive, since, owner } = (entry ?? {}) as Fields;
+    if (typeof exclusive !== "boolean") {
+      throw new ProtocolError(`an entry of "${name}" needs a boolean "exclusive"`);
+    }
+    const holder: WireHolder = { exclusive };
+    if (since !== undefined && since !== null) {
+      if (typeof since !== "number" || !Number.isFinite(since)) {
+        throw new ProtocolError(`"since" in "${name}" must be a number of milliseconds`);
+      }
+      holder.since = since;
+    }
+    if (owner !== undefined && owner !== null) {
+      if (typeof owner !== "string" || owner.length > MAX_NAME_LENGTH) {
+        throw new ProtocolError(
+          `"owner" in "${name}" must be a string of ${MAX_NAME_LENGTH} at most`,
+        );
+      }
+      holder.owner = owner;
+    }
+    return holder;
+  });
+}
+
 /** Validates a frame from a client. Throws {@link ProtocolError} for anything malformed. */
 export function parseClientFrame(text: unknown): ClientFrame {
   const fields = parseObject(text);
   switch (fields.op) {
     case "hello": {
-      const { version, token } = fields;
+      const { version, token, name } = fields;
       if (typeof version !== "number") throw new ProtocolError('"version" must be a number');
       if (typeof token !== "string") throw new ProtocolError('"token" must be a string');
-      return { op: "hello", version, token };
+      if (name === undefined || name === null) return { op: "hello", version, token };
+      if (typeof name !== "string" || name.length > MAX_NAME_LENGTH) {
+        throw new ProtocolError(`"name" must be a string of ${MAX_NAME_LENGTH} at most`);
+      }
+      return { op: "hello", version, token, name };
     }
     case "acquire": {
       const id = requireId(fields);
@@ -282,7 +351,12 @@ export function parseClientFrame(text: unknown): ClientFrame {
     }
     case "cancel":
     case "release":
+    case "fence":
       return { op: fields.op, id: requireId(fields) };
+    case "inspect": {
+      const id = requireId(fields);
+      return { op: "inspect", id, key: requireKey(fields, id) };
+    }
     case "ping":
     case "pong":
       return { op: fields.op };
@@ -335,6 +409,9 @@ export function parseServerFrame(text: unknown): ServerFrame {
           maxRequests: limits.maxRequests ?? Infinity,
           heartbeatInterval: limits.heartbeatInterval ?? DEFAULT_HEARTBEAT_INTERVAL,
         },
+        features: Array.isArray(fields.features)
+          ? fields.features.filter((feature): feature is string => typeof feature === "string")
+          : [],
       };
     }
     case "refused":
@@ -359,6 +436,23 @@ export function parseServerFrame(text: unknown): ServerFrame {
       if (typeof fields.free !== "boolean") throw new ProtocolError("tested without free");
       return { op: "tested", id, free: fields.free };
     }
+    case "fenced": {
+      const id = requireId(fields);
+      if (fields.token !== undefined) {
+        if (!isToken(fields.token)) {
+          throw new ProtocolError('"token" must be a decimal string of a 64-bit integer');
+        }
+        return { op: "fenced", id, token: fields.token };
+      }
+      return { op: "fenced", id, message: optionalMessage(fields) };
+    }
+    case "inspected":
+      return {
+        op: "inspected",
+        id: requireId(fields),
+        holders: holderList(fields.holders, "holders"),
+        waiters: holderList(fields.waiters, "waiters"),
+      };
     case "error":
       return {
         op: "error",

@@ -4,7 +4,9 @@
  */
 
 import { LockFailed } from "../../errors.ts";
+import { setLabel } from "../../internal/holders.ts";
 import { backendLogger } from "../../internal/log.ts";
+import type { LockHolder } from "../../lock.ts";
 import type { StateABC } from "../../state.ts";
 import { type AuthFailureLimiter, blockedMessage } from "./auth_failures.ts";
 import { Heartbeat } from "./heartbeat.ts";
@@ -12,8 +14,11 @@ import {
   CloseCode,
   exceedsUtf8Bytes,
   type FailureReason,
+  FEATURES,
   MAX_FRAME_BYTES,
+  MAX_INSPECT_ENTRIES,
   MAX_KEY_LENGTH,
+  MAX_NAME_LENGTH,
   MAX_TOKEN_LENGTH,
   OPEN,
   parseClientFrame,
@@ -21,6 +26,7 @@ import {
   ProtocolError,
   type ServerFrame,
   type WebSocketLike,
+  type WireHolder,
 } from "./protocol.ts";
 import { closeSocket } from "./socket_close.ts";
 import type { TokenCheck } from "./token.ts";
@@ -70,7 +76,9 @@ type RequestState =
   /** Being released in the served state; `released` settles once it is. */
   | { readonly phase: "releasing"; readonly released: Promise<void> }
   /** A `testLock` in flight. */
-  | { readonly phase: "testing" };
+  | { readonly phase: "testing" }
+  /** An `inspect` in flight (issue 12). */
+  | { readonly phase: "inspecting" };
 
 /** What a request holds in the served state: a lock, a permit or (issue 13) several locks. */
 interface Held {
@@ -115,6 +123,8 @@ export class Session {
   /** The client's address, where the server told it: failed authentications count against it. */
   readonly #address: string | undefined;
   readonly #name = `connection ${++sessionCounter}`;
+  /** Who this connection's requests are for, in the served state's `inspect` (issue 12). */
+  #owner: string;
   readonly #requests = new Map<number, Request>();
   #keyChars = 0;
   #errors = 0;
@@ -139,6 +149,7 @@ export class Session {
     this.#config = config;
     this.#socket = socket;
     this.#address = address;
+    this.#owner = this.#ownerName(undefined);
     this.#events = events;
     socket.addEventListener("message", (event: MessageEvent) => this.#receive(event.data));
     socket.addEventListener("close", () => this.#end("the connection closed"));
@@ -218,6 +229,7 @@ export class Session {
         return;
       }
       token = frame.token;
+      this.#owner = this.#ownerName(frame.name);
     } catch (error) {
       this.#config.authFailures.recordFailure(this.#address);
       this.#refuse(error instanceof ProtocolError ? error.message : "malformed hello");
@@ -275,6 +287,7 @@ export class Session {
         maxRequests,
         heartbeatInterval,
       },
+      features: [...FEATURES],
     });
     log.debug("{name}: authenticated", { name: this.#name });
     for (const data of checking.early) this.#handle(data);
@@ -329,6 +342,11 @@ export class Session {
             (signal) => this.#config.state.getLocks(keys, { exclusive, timeout, signal }),
           );
         }
+        // Issue 12: a held lock's fencing token, and who holds and awaits a key.
+        case "fence":
+          return this.#fence(frame.id);
+        case "inspect":
+          return this.#inspect(frame.id, frame.key);
         case "cancel":
           return this.#cancel(frame.id);
         case "release":
@@ -408,6 +426,8 @@ export class Session {
     };
     const request: Request = { id, chars, namesKey, state: waiting };
     this.#track(request);
+    // Issue 12: the served state's `inspect` names this client as the waiter, since now.
+    setLabel(controller.signal, { owner: this.#owner, since: new Date() });
     waiting.answered = take(controller.signal).then(
       (lock) => this.#granted(request, waiting, lock),
       (error) => this.#failed(request, waiting.cancelled, error),
@@ -435,6 +455,7 @@ export class Session {
         this.#send({ op: "failed", id: request.id, reason: "cancelled", message: "cancelled" });
       });
     }
+    setLabel(lock, { owner: this.#owner, since: new Date() });
     const signal = lock.signal;
     const onLost = () => this.#lost(request, signal.reason);
     request.state = { phase: "held", lock, onLost };
@@ -479,6 +500,65 @@ export class Session {
       (free) => {
         this.#forget(request);
         this.#send({ op: "tested", id, free });
+      },
+      (error) => this.#failed(request, false, error),
+    );
+  }
+
+  /** `name (broker connection N from ADDRESS)`: how `inspect` names this client (issue 12). */
+  #ownerName(clientName: string | undefined): string {
+    const where = `broker ${this.#name}${this.#address ? ` from ${this.#address}` : ""}`;
+    return clientName === undefined ? where : `${clientName} (${where})`;
+  }
+
+  /**
+   * Issue 12: the fencing token of a held lock, from the served state; answered with `fenced`.
+   * A `release` right after waits for it in the served state (see `BaseLock.release`).
+   */
+  #fence(id: number): void {
+    const state = this.#requests.get(id)?.state;
+    if (state?.phase !== "held") {
+      return this.#send({ op: "fenced", id, message: "the lock is not held" });
+    }
+    // A permit or a multi-key lock has no token: only a lock of one key.
+    const lock = state.lock as Held & { fencingToken?: () => Promise<bigint> };
+    if (typeof lock.fencingToken !== "function") {
+      return this.#send({ op: "fenced", id, message: "only a lock of one key has a token" });
+    }
+    lock.fencingToken().then(
+      (token) => this.#send({ op: "fenced", id, token: String(token) }),
+      (error: unknown) =>
+        this.#send({
+          op: "fenced",
+          id,
+          message: error instanceof Error ? error.message : String(error),
+        }),
+    );
+  }
+
+  /** Issue 12: who holds and awaits `key` in the served state; answered with `inspected`. */
+  #inspect(id: number, key: string): void {
+    if (!this.#admit(id, key.length)) return;
+    const request: Request = {
+      id,
+      chars: key.length,
+      namesKey: false,
+      state: { phase: "inspecting" },
+    };
+    this.#track(request);
+    const wire = (entries: LockHolder[]): WireHolder[] =>
+      entries.slice(0, MAX_INSPECT_ENTRIES).map(({ exclusive, since, owner }) => {
+        const holder: WireHolder = { exclusive };
+        if (since instanceof Date && Number.isFinite(since.getTime())) {
+          holder.since = since.getTime();
+        }
+        if (typeof owner === "string") holder.owner = owner.slice(0, MAX_NAME_LENGTH);
+        return holder;
+      });
+    this.#config.state.inspect(key).then(
+      ({ holders, waiters }) => {
+        this.#forget(request);
+        this.#send({ op: "inspected", id, holders: wire(holders), waiters: wire(waiters) });
       },
       (error) => this.#failed(request, false, error),
     );

@@ -18,6 +18,7 @@ import type { SessionPool } from "./pool.ts";
 import { ServerSessionChanged } from "./server_session.ts";
 import type { DatabaseSession } from "./session.ts";
 import {
+  advisoryLocks,
   describeError,
   describeWaitError,
   type PermitTarget,
@@ -249,6 +250,46 @@ export class DatabaseLocks {
     try {
       session = await this.#pool.main();
       return await test(session);
+    } catch (caught) {
+      const error = failureOf(session, caught);
+      this.#note(error);
+      throw databaseFailure(requested, error);
+    }
+  }
+
+  /**
+   * Issue 12: a fencing token for lock `id`, held on `session`. Rejects with the driver's error
+   * when the session died (the lock's holders have lost it by then), else with an Error naming
+   * what went wrong.
+   */
+  async fencingToken(session: DatabaseSession, id: bigint, exclusive: boolean): Promise<bigint> {
+    try {
+      return await this.#mode.fencingToken(this.#pool, session, id, exclusive);
+    } catch (caught) {
+      const error = failureOf(session, caught);
+      this.#note(error);
+      if (session.dead) throw error;
+      throw new Error(`could not make a fencing token in PostgreSQL (${describeError(error)})`, {
+        cause: error,
+      });
+    }
+  }
+
+  /**
+   * Issue 12: the advisory locks `ids` as `pg_locks` shows them, for every backend of the
+   * database, and the pids of this state's own sessions. Throws LockFailed like a probe.
+   */
+  async advisoryLocks(
+    ids: readonly bigint[],
+    requested: Requested,
+  ): Promise<{ rows: readonly Record<string, unknown>[]; own: ReadonlySet<number> }> {
+    const refusal = this.refusal(requested);
+    if (refusal !== undefined) throw refusal;
+    let session: DatabaseSession | undefined;
+    try {
+      session = await this.#pool.main();
+      const rows = await session.query(advisoryLocks(ids));
+      return { rows, own: this.#pool.pids(this.#mode.name === "transaction") };
     } catch (caught) {
       const error = failureOf(session, caught);
       this.#note(error);

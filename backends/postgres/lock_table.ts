@@ -14,11 +14,13 @@
 import type { LockFailed } from "../../errors.ts";
 import { BaseLock, RELEASED } from "../../internal/base_lock.ts";
 import { busy, closed } from "../../internal/failures.ts";
+import { labelOf, requestTime } from "../../internal/holders.ts";
 import { append, type List, unlink } from "../../internal/intrusive_list.ts";
 import { type GiveUpReason, RequestWait } from "../../internal/request_wait.ts";
 import { backendLogger } from "../../internal/log.ts";
 import type { Lock, LockRequest } from "../../state.ts";
 import type { Acquisition, Applicant, DatabaseLocks, Granted } from "./acquisition.ts";
+import { inspection, type OwnEntry, parseAdvisoryLock, type PostgresLockInfo } from "./inspect.ts";
 import { advisoryLockId } from "./lock_id.ts";
 import { ServerSessionChanged } from "./server_session.ts";
 import type { DatabaseSession, HeldOnSession } from "./session.ts";
@@ -71,6 +73,11 @@ class Waiter implements Applicant {
 class PostgresLock extends BaseLock {
   prev: PostgresLock | undefined = undefined;
   next: PostgresLock | undefined = undefined;
+  /**
+   * When the database granted it (`performance.now()`), for a holder that the grant was taken
+   * for; unknown (no clock read) for one that joined a database lock held already.
+   */
+  grantedAt: number | undefined = undefined;
 
   constructor(readonly entry: KeyEntry, exclusive: boolean, readonly table: LockTable) {
     super(entry.key, exclusive);
@@ -78,6 +85,10 @@ class PostgresLock extends BaseLock {
 
   protected unlock(): Promise<void> {
     return this.table.release(this);
+  }
+
+  protected override fence(): Promise<bigint> {
+    return this.table.fencingToken(this);
   }
 }
 
@@ -173,6 +184,52 @@ export class LockTable {
     } catch (error) {
       throw this.#closed ? closed({ key, exclusive }) : error;
     }
+  }
+
+  /**
+   * Issue 12: a fencing token made in PostgreSQL while `lock` holds the database lock (see
+   * modes.ts). Local holders that take over the database lock in turn get theirs later, on the
+   * same session or after its release: greater.
+   */
+  fencingToken(lock: PostgresLock): Promise<bigint> {
+    const db = lock.entry.db;
+    if (db === undefined) {
+      return Promise.reject(new Error("the lock has no database lock (it was lost)"));
+    }
+    return this.#database.fencingToken(db.session, db.id, db.exclusive);
+  }
+
+  /**
+   * Issue 12: the key's holders and waiters in every process on the database (`pg_locks`), this
+   * state's own from its books: one entry per local holder or request.
+   */
+  async inspect(key: string): Promise<PostgresLockInfo> {
+    const id = advisoryLockId(this.#options.namespace, key);
+    const { rows, own } = await this.#database.advisoryLocks([id], { key, exclusive: true });
+    if (this.#closed) throw closed({ key, exclusive: true });
+    const holders: OwnEntry[] = [];
+    const waiters: OwnEntry[] = [];
+    const entry = this.#entries.get(key);
+    if (entry !== undefined) {
+      const pid = entry.db?.session.pid;
+      for (let lock = entry.holders.head; lock !== undefined; lock = lock.next) {
+        const label = labelOf(lock);
+        const since = label?.since ??
+          (lock.grantedAt === undefined
+            ? undefined
+            : new Date(performance.timeOrigin + lock.grantedAt));
+        holders.push({ exclusive: lock.exclusive, since, owner: label?.owner, pid });
+      }
+      for (let waiter = entry.queue.head; waiter !== undefined; waiter = waiter.next) {
+        const label = labelOf(waiter.request.signal);
+        waiters.push({
+          exclusive: waiter.exclusive,
+          since: label?.since ?? requestTime(waiter.request),
+          owner: label?.owner,
+        });
+      }
+    }
+    return inspection(key, id, rows.map(parseAdvisoryLock), own, { holders, waiters });
   }
 
   /** Fails every waiter and loses every held lock; the pool's shutdown frees the database. */
@@ -301,7 +358,9 @@ export class LockTable {
     for (let head = entry.queue.head; head !== undefined; head = entry.queue.head) {
       if (head.exclusive !== db.exclusive || (head.exclusive && entry.count > 0)) return;
       unlink(entry.queue, head);
-      head.wait.grant(this.#hold(entry, head.exclusive));
+      const lock = this.#hold(entry, head.exclusive);
+      lock.grantedAt = db.grantedAt;
+      head.wait.grant(lock);
     }
   }
 

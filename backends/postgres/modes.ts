@@ -13,8 +13,10 @@ import {
   type LockMode,
   PERMIT_CHANNEL,
   type PermitTarget,
+  sessionFencingToken,
   sessionPermitStatements,
   sessionStatements,
+  transactionFencingToken,
   transactionPermitStatements,
   transactionStatements,
 } from "./statements.ts";
@@ -57,6 +59,16 @@ export interface ModeStrategy {
   cleanUp(session: DatabaseSession): Promise<void>;
   /** Whether the lock could be taken now, leaving nothing taken. */
   probe(session: DatabaseSession, id: bigint, exclusive: boolean): Promise<boolean>;
+  /**
+   * Issue 12: a fencing token for lock `id`, held on `session`, made while it is held. Rejects
+   * when the lock turns out to be gone (its session is then dead).
+   */
+  fencingToken(
+    pool: SessionPool,
+    session: DatabaseSession,
+    id: bigint,
+    exclusive: boolean,
+  ): Promise<bigint>;
 
   // Issue 13: permits.
   /** Whether waiters hear notifications of releases (and so should be nudged by them). */
@@ -77,6 +89,18 @@ export interface ModeStrategy {
   releaseSlot(session: DatabaseSession, target: PermitTarget, slot: number): Promise<void>;
   /** Whether a slot of `target` could be taken now, leaving nothing taken. */
   probePermit(session: DatabaseSession, target: PermitTarget): Promise<boolean>;
+}
+
+/** Issue 12: the lock's transaction is not in `pg_locks` any more, though its session lived. */
+export class LockGone extends Error {
+  constructor() {
+    super("PostgreSQL no longer lists the lock as held by its transaction");
+    this.name = "LockGone";
+  }
+}
+
+function token(rows: readonly unknown[]): bigint {
+  return BigInt((rows[0] as { token: string }).token);
 }
 
 /** The slot of a permit statement's one row (`int8` comes as text), or `undefined` for NULL. */
@@ -140,6 +164,19 @@ export const sessionMode: ModeStrategy = {
     const statement = sessionStatements.probe(id, exclusive, session.marker);
     return ok(ownSession(session, await session.query(statement)));
   },
+  // On the lock's own session: it holds the lock whenever it runs a statement of ours.
+  async fencingToken(_pool, session) {
+    let rows;
+    try {
+      rows = await session.query(sessionFencingToken(session.marker));
+    } catch (error) {
+      // Anything but the server's refusal (a permission, a read-only server) means the
+      // connection broke: with it the lock, which must not wait for the close to be noticed.
+      if (!(error instanceof Error && error.name === "PostgresError")) session.kill(error);
+      throw error;
+    }
+    return token(ownSession(session, rows));
+  },
   notified: true,
   async tryPermit(session, target) {
     listen(session);
@@ -192,6 +229,18 @@ export const transactionMode: ModeStrategy = {
   },
   async probe(session, id, exclusive) {
     return ok(await session.query(transactionStatements.probe(id, exclusive, "")));
+  },
+  // The lock's transaction must not commit: the token's runs on the main session, and checks in
+  // pg_locks that the lock's backend still holds it (the release waits for the token).
+  async fencingToken(pool, session, id, exclusive) {
+    const main = await pool.main();
+    const [row] = await main.query(transactionFencingToken(session.pid, id, exclusive));
+    if (row?.held !== true) {
+      const error = new LockGone();
+      session.kill(error);
+      throw error;
+    }
+    return token([row]);
   },
   notified: false,
   async tryPermit(session, target) {

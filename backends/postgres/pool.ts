@@ -83,6 +83,21 @@ export class SessionPool {
     return this.#all.size + this.#opening;
   }
 
+  /**
+   * The backend pids of the sessions open now (issue 12: `inspect` tells its own apart). With
+   * `pinnedOnly`, only those of sessions in a transaction, whose pid was read in it: behind a
+   * transaction pooler a session's backend is its own only while a transaction is open, and the
+   * pooler hands it to other clients in between.
+   */
+  pids(pinnedOnly: boolean): Set<number> {
+    const pids = new Set<number>();
+    for (const session of this.#all) {
+      if (session.dead || session.pid === 0 || (pinnedOnly && !session.inTransaction)) continue;
+      pids.add(session.pid);
+    }
+    return pids;
+  }
+
   /** The main session, opened on first use and again after it died. Exempt from the cap. */
   main(): Promise<DatabaseSession> {
     if (this.#closed) return Promise.reject(new PoolClosed());

@@ -245,6 +245,83 @@ export const transactionStatements: Statements = {
     `select pg_try_advisory_xact_lock${suffix(exclusive)}(${int8(id)}) as ok`,
 };
 
+/**
+ * The `pg_locks` columns of an advisory lock id taken as one int8 (`objsubid` 1): `classid` the
+ * high 32 bits, `objid` the low 32 bits, both as unsigned `oid` literals.
+ */
+export function lockIdColumns(id: bigint): string {
+  const unsigned = BigInt.asUintN(64, id);
+  return `'${unsigned >> 32n}'::oid, '${unsigned & 0xffffffffn}'::oid`;
+}
+
+/**
+ * Issue 12: a fencing token is a new 64-bit transaction id (`pg_current_xact_id()`, PostgreSQL
+ * 13+): the server hands them out from one counter in increasing order, and its epoch keeps them
+ * increasing across wraparound and restarts. Taking one alone is not durable: a transaction that
+ * wrote nothing commits without flushing, and after a crash the server could hand the same id out
+ * again. So the token's transaction writes a WAL record (an empty transactional logical decoding
+ * message, prefix `shared_state.fence`, which PostgreSQL lets every role write) and commits at
+ * least with a local flush: its commit, and so the token, is on disk before the answer leaves the
+ * server (with synchronous standbys, on them too). It is a single statement, its own implicit
+ * transaction, which PostgreSQL commits before it reports the statement complete.
+ */
+const NEW_TOKEN = "pg_current_xact_id()::text as token," +
+  " pg_logical_emit_message(true, 'shared_state.fence', '') is not null as logged," +
+  " set_config('synchronous_commit', case when current_setting('synchronous_commit')" +
+  " in ('off', 'local') then 'on' else current_setting('synchronous_commit') end, true)" +
+  " is not null as durable";
+
+/**
+ * Session mode: a fencing token made on the session that holds the lock, so that the lock is held
+ * when the id is taken (the session runs our statements in order, and a dead session runs none).
+ * Column `token`; no row when the server session is not ours (issue 9).
+ */
+export function sessionFencingToken(marker: string): string {
+  return `select ${NEW_TOKEN} where ${ours(marker)}`;
+}
+
+/**
+ * Transaction mode: a lock's session is inside the lock's transaction, which must not commit, so
+ * the token's transaction runs on another session and then checks, in `pg_locks`, that backend
+ * `pid` still holds the lock: taken first (a subquery, `offset 0`), checked after (a subquery
+ * that needs its value). Columns `token`, `held`.
+ */
+export function transactionFencingToken(pid: number, id: bigint, exclusive: boolean): string {
+  return `select t.token, exists (select from pg_lock_status() as l where t.token is not null` +
+    ` and l.locktype = 'advisory' and l.pid = ${Math.trunc(pid)} and l.granted` +
+    ` and (l.classid, l.objid) = (${lockIdColumns(id)}) and l.objsubid = 1` +
+    ` and l.mode = '${exclusive ? "ExclusiveLock" : "ShareLock"}') as held` +
+    ` from (select ${NEW_TOKEN} offset 0) as t`;
+}
+
+/**
+ * Issue 12: the advisory locks (int8 form, as PostgresState takes them) held or awaited in the
+ * current database, by every backend, with what `pg_stat_activity` tells of it: `id` (text),
+ * `pid`, `exclusive`, `granted`, `waiting_since` (ms since 1970: PostgreSQL 14's `waitstart`, else
+ * the start of the waiting statement), `application_name`, `client_address`, `backend_start` and
+ * `transaction_start` (ms; only for sessions of the same role, or with `pg_read_all_stats`).
+ * Holders first, then waiters by how long they have waited. `ids` narrows it to those locks.
+ */
+export function advisoryLocks(ids?: readonly bigint[]): string {
+  const only = ids === undefined
+    ? ""
+    : ids.length === 0
+    ? " and false"
+    : ` and (l.classid, l.objid) in (${ids.map((id) => `(${lockIdColumns(id)})`).join(", ")})`;
+  const ms = (value: string) => `(extract(epoch from ${value}) * 1000)::float8`;
+  return `select ((l.classid::int8 << 32) | l.objid::int8)::text as id, l.pid,` +
+    ` l.mode = 'ExclusiveLock' as exclusive, l.granted,` +
+    ` case when not l.granted then` +
+    ` ${ms("coalesce((to_jsonb(l) ->> 'waitstart')::timestamptz, a.query_start)")}` +
+    ` end as waiting_since,` +
+    ` a.application_name, host(a.client_addr) as client_address,` +
+    ` ${ms("a.backend_start")} as backend_start, ${ms("a.xact_start")} as transaction_start` +
+    ` from pg_lock_status() as l left join lateral pg_stat_get_activity(l.pid) as a on true` +
+    ` where l.locktype = 'advisory' and l.objsubid = 1` +
+    ` and l.database = (select oid from pg_database where datname = current_database())${only}` +
+    ` order by l.granted desc, waiting_since nulls last, l.pid`;
+}
+
 /** SQLSTATEs that end a lock wait. */
 export const SQLSTATE = {
   lockNotAvailable: "55P03",
