@@ -138,11 +138,11 @@ function parseExclusive(value: unknown, what: string): boolean {
 }
 
 /** Checks the `timeout` and `signal` options, common to locks and permits. */
-function checkWait(
-  timeout: unknown,
-  signal: unknown,
-  what: string,
-): { timeout: number | undefined; signal: AbortSignal | undefined } {
+/** How a request waits: the part of a {@link LockRequest} that `timeout` and `signal` make. */
+type RequestTiming = Pick<LockRequest, "deadline" | "timeout" | "tryOnce" | "signal">;
+
+/** Validates `timeout` and `signal` into a request's timing, its deadline counted from now. */
+function checkWait(timeout: unknown, signal: unknown, what: string): RequestTiming {
   if (timeout !== undefined) {
     if (typeof timeout !== "number") {
       throw optionTypeError(what, "timeout", "a number of milliseconds", timeout);
@@ -159,7 +159,12 @@ function checkWait(
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw optionTypeError(what, "signal", "an AbortSignal", signal);
   }
-  return { timeout, signal };
+  return {
+    deadline: timeout === undefined ? undefined : performance.now() + timeout,
+    timeout,
+    tryOnce: timeout === 0,
+    signal,
+  };
 }
 
 /**
@@ -174,14 +179,7 @@ export function parseLockOptions(options: LockOptions | undefined, what: string)
   if (options.timeout === undefined && options.signal === undefined) {
     return exclusive ? DEFAULT_REQUEST : SHARED_REQUEST;
   }
-  const { timeout, signal } = checkWait(options.timeout, options.signal, what);
-  return {
-    exclusive,
-    deadline: timeout === undefined ? undefined : performance.now() + timeout,
-    timeout,
-    tryOnce: timeout === 0,
-    signal,
-  };
+  return { exclusive, ...checkWait(options.timeout, options.signal, what) };
 }
 
 /** Validates `testLock` options into the mode to test. */
@@ -213,15 +211,7 @@ export function parsePermitOptions(
 ): PermitRequest {
   checkOptions(options, PERMIT_OPTIONS, what);
   const limit = parseLimit(options.limit, what);
-  const { timeout, signal } = checkWait(options.timeout, options.signal, what);
-  return {
-    exclusive: false,
-    limit,
-    deadline: timeout === undefined ? undefined : performance.now() + timeout,
-    timeout,
-    tryOnce: timeout === 0,
-    signal,
-  };
+  return { exclusive: false, limit, ...checkWait(options.timeout, options.signal, what) };
 }
 
 /** Validates `testPermit` options into the limit to test. */

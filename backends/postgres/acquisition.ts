@@ -211,6 +211,14 @@ export class DatabaseLocks {
   }
 
   /** The refusal of every request, once the state found itself behind a transaction pooler. */
+  /**
+   * Whether the state found itself behind a transaction pooler: read on every acquire, so that
+   * the usual answer costs no allocation.
+   */
+  get refused(): boolean {
+    return this.#refused !== undefined;
+  }
+
   refusal(requested: Requested): LockFailed | undefined {
     return this.#refused === undefined ? undefined : databaseFailure(requested, this.#refused);
   }

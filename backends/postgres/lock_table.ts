@@ -148,8 +148,7 @@ export class LockTable {
 
   acquire(key: string, request: LockRequest): Promise<Lock> {
     const { exclusive } = request;
-    const refusal = this.#database.refusal({ key, exclusive });
-    if (refusal !== undefined) return Promise.reject(refusal);
+    if (this.#database.refused) return Promise.reject(this.#database.refusal({ key, exclusive }));
     let entry = this.#entries.get(key);
     if (entry === undefined) {
       entry = new KeyEntry(key, advisoryLockId(this.#options.namespace, key));

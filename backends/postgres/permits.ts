@@ -244,8 +244,9 @@ export class PermitTable {
 
   acquire(key: string, request: PermitRequest): Promise<Permit> {
     const { limit } = request;
-    const refusal = this.#database.refusal({ key, exclusive: false, limit });
-    if (refusal !== undefined) return Promise.reject(refusal);
+    if (this.#database.refused) {
+      return Promise.reject(this.#database.refusal({ key, exclusive: false, limit }));
+    }
     let entry = this.#entries.get(key);
     if (entry === undefined) {
       entry = new PermitEntry(key, advisoryLockId(this.#options.namespace, key));
