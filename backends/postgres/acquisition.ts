@@ -11,7 +11,7 @@
 
 import type { LockFailed, LockFailedReason } from "../../errors.ts";
 import { backendFailure, busy, type Requested, timedOut } from "../../internal/failures.ts";
-import type { GiveUpReason } from "../../internal/request_wait.ts";
+import { type GiveUpReason, RequestWait } from "../../internal/request_wait.ts";
 import type { LockRequest } from "../../state.ts";
 import type { ModeStrategy } from "./modes.ts";
 import type { SessionPool } from "./pool.ts";
@@ -43,6 +43,40 @@ export interface Applicant extends Requested {
   readonly settled: boolean;
   /** Fails it, if it still waits. */
   fail(error: LockFailed): void;
+}
+
+/**
+ * A request in its key's local queue (lock_table.ts, permits.ts): the applicant of the
+ * acquisitions made for it. It waits with the shared {@link RequestWait}, and fails itself out of
+ * its queue; a subclass says which queue.
+ */
+export abstract class QueuedApplicant<T> implements Applicant {
+  abstract readonly key: string;
+  abstract readonly exclusive: boolean;
+  readonly wait: RequestWait<T>;
+
+  /**
+   * @param request The validated request.
+   * @param onGiveUp Called once the request timed out or was aborted (and failed itself).
+   */
+  constructor(readonly request: LockRequest, onGiveUp: (why: GiveUpReason) => void) {
+    // The wait reads the key and mode only when it fails, once the subclass has set them.
+    this.wait = new RequestWait<T>(this, request, (_, why) => onGiveUp(why));
+  }
+
+  get settled(): boolean {
+    return this.wait.settled;
+  }
+
+  /** Leaves the queue and fails, if it still waits. */
+  fail(error: LockFailed): void {
+    if (this.wait.settled) return;
+    this.leaveQueue();
+    this.wait.fail(error);
+  }
+
+  /** Takes it out of its key's queue. */
+  protected abstract leaveQueue(): void;
 }
 
 /** The database lock an acquisition got. */

@@ -11,15 +11,19 @@
  * queue may hold a remote waiter, so that no remote request starves behind a busy process.
  */
 
-import type { LockFailed } from "../../errors.ts";
 import { BaseLock, RELEASED } from "../../internal/base_lock.ts";
 import { busy, closed } from "../../internal/failures.ts";
 import { labelOf, requestTime } from "../../internal/holders.ts";
 import { append, type List, unlink } from "../../internal/intrusive_list.ts";
-import { type GiveUpReason, RequestWait } from "../../internal/request_wait.ts";
+import type { GiveUpReason } from "../../internal/request_wait.ts";
 import { backendLogger } from "../../internal/log.ts";
 import type { Lock, LockRequest } from "../../state.ts";
-import type { Acquisition, Applicant, DatabaseLocks, Granted } from "./acquisition.ts";
+import {
+  type Acquisition,
+  type DatabaseLocks,
+  type Granted,
+  QueuedApplicant,
+} from "./acquisition.ts";
 import { inspection, type OwnEntry, parseAdvisoryLock, type PostgresLockInfo } from "./inspect.ts";
 import { advisoryLockId } from "./lock_id.ts";
 import { ServerSessionChanged } from "./server_session.ts";
@@ -37,35 +41,27 @@ export interface LockTableOptions {
 }
 
 /** A request waiting in its key's local queue (and, at the head, maybe in the database). */
-class Waiter implements Applicant {
+class Waiter extends QueuedApplicant<Lock> {
   prev: Waiter | undefined = undefined;
   next: Waiter | undefined = undefined;
   /** Set while a database acquisition runs for this waiter. */
   acquisition: Acquisition | undefined = undefined;
-  readonly wait: RequestWait;
 
   constructor(
     readonly entry: KeyEntry,
     readonly exclusive: boolean,
-    readonly request: LockRequest,
+    request: LockRequest,
     onGiveUp: (waiter: Waiter, why: GiveUpReason) => void,
   ) {
-    this.wait = new RequestWait(this, request, (_, why) => onGiveUp(this, why));
+    super(request, (why) => onGiveUp(this, why));
   }
 
   get key(): string {
     return this.entry.key;
   }
 
-  get settled(): boolean {
-    return this.wait.settled;
-  }
-
-  /** Leaves the queue and fails, if it still waits. */
-  fail(error: LockFailed): void {
-    if (this.wait.settled) return;
+  protected leaveQueue(): void {
     unlink(this.entry.queue, this);
-    this.wait.fail(error);
   }
 }
 

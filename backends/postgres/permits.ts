@@ -22,14 +22,20 @@
  * the database, one attempt at a time.
  */
 
-import type { LockFailed } from "../../errors.ts";
 import { BasePermit, RELEASED } from "../../internal/base_lock.ts";
 import { busy, closed } from "../../internal/failures.ts";
 import { append, type List, unlink } from "../../internal/intrusive_list.ts";
 import { backendLogger } from "../../internal/log.ts";
-import { type GiveUpReason, RequestWait } from "../../internal/request_wait.ts";
+import type { GiveUpReason } from "../../internal/request_wait.ts";
 import type { Permit, PermitRequest } from "../../lock.ts";
-import type { Acquisition, Applicant, Claim, DatabaseLocks, Granted } from "./acquisition.ts";
+import {
+  type Acquisition,
+  type Applicant,
+  type Claim,
+  type DatabaseLocks,
+  type Granted,
+  QueuedApplicant,
+} from "./acquisition.ts";
 import { advisoryLockId } from "./lock_id.ts";
 import { type ModeStrategy, slotRef } from "./modes.ts";
 import type { SessionPool } from "./pool.ts";
@@ -49,18 +55,17 @@ export interface PermitTableOptions {
 }
 
 /** A request waiting in its key's local queue. */
-class PermitWaiter implements Applicant {
+class PermitWaiter extends QueuedApplicant<Permit> {
   prev: PermitWaiter | undefined = undefined;
   next: PermitWaiter | undefined = undefined;
-  readonly wait: RequestWait<Permit>;
   readonly exclusive = false;
 
   constructor(
     readonly entry: PermitEntry,
-    readonly request: PermitRequest,
+    override readonly request: PermitRequest,
     onGiveUp: (waiter: PermitWaiter, why: GiveUpReason) => void,
   ) {
-    this.wait = new RequestWait<Permit>(this, request, (_, why) => onGiveUp(this, why));
+    super(request, (why) => onGiveUp(this, why));
   }
 
   get key(): string {
@@ -71,15 +76,8 @@ class PermitWaiter implements Applicant {
     return this.request.limit;
   }
 
-  get settled(): boolean {
-    return this.wait.settled;
-  }
-
-  /** Leaves the queue and fails, if it still waits. */
-  fail(error: LockFailed): void {
-    if (this.wait.settled) return;
+  protected leaveQueue(): void {
     unlink(this.entry.queue, this);
-    this.wait.fail(error);
   }
 }
 
