@@ -1,6 +1,6 @@
 // The closing line of CI: what the runners passed and failed, from the reports they wrote (Deno's
-// JUnit XML, the npm build's Node summary, and the JUnit XML of the optional runs: Bun, Workers),
-// not from their terminal output.
+// JUnit XML, the npm build's Node summary, and the JUnit XML of the optional runs: Bun, Workers,
+// the browser), not from their terminal output.
 // Usage: node .ci/count.mjs DENO_JUNIT_XML NODE_SUMMARY_JSON [LABEL=JUNIT_XML ...]
 // An optional report that is missing counts nothing: its run was skipped (and CI said so).
 import { readFileSync } from "node:fs";

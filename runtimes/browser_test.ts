@@ -213,14 +213,16 @@ describe("browsers: headless Chromium runs the package's browser entry points", 
     );
   });
 
-  /** Why the run as a whole is not to be trusted, with Chromium's output; "" when it is. */
-  function runProblems(): string {
+  /** Fails, with Chromium's output, when the run as a whole is not to be trusted. */
+  function assertRunComplete(): void {
     const problems = [];
     if (run.incomplete !== undefined) problems.push(`incomplete: ${run.incomplete}`);
     for (const message of run.uncaught) problems.push(`uncaught in the page: ${message}`);
-    if (problems.length === 0) return "";
+    if (problems.length === 0) return;
     const reported = run.results.map((r) => `  ${r.status} ${fullName(r)}`).join("\n");
-    return `${problems.join("\n")}\nreported:\n${reported}\nChromium's output:\n${run.output}`;
+    assert.fail(
+      `${problems.join("\n")}\nreported:\n${reported}\nChromium's output:\n${run.output}`,
+    );
   }
 
   /** One step per result under `prefix`, failing with the page's message; at least `min`. */
@@ -235,12 +237,12 @@ describe("browsers: headless Chromium runs the package's browser entry points", 
         throw error;
       });
     }
-    assert.equal(runProblems(), "");
+    assertRunComplete();
     assert.ok(results.length >= min, `only ${results.length} results of "${prefix}"`);
   }
 
   it("loads the bundle, runs every test it registered and reports no uncaught error", () => {
-    assert.equal(runProblems(), "");
+    assertRunComplete();
     assert.match(run.userAgent ?? "", /Chrome\//);
     const tests = run.results.filter((r) => r.path.at(-1) !== "(after hook)");
     assert.equal(tests.length, run.registered, "a registered test reported no result");
