@@ -257,8 +257,8 @@ describe("browsers: headless Chromium runs the package's browser entry points", 
     await resultsOf(t, "conformance: BrokerState in the browser (its WebSocket)", 40);
   });
 
-  it("runs await using and withLock as a page uses them", async (t) => {
-    await resultsOf(t, "smoke: the entry points as a page uses them", 5);
+  it("runs await using, withLock, contention, and brokers refusing, absent or stopped", async (t) => {
+    await resultsOf(t, "smoke: the entry points as a page uses them", 7);
   });
 
   it("reports a failing test as failed, with its message, in the browser too", () => {

@@ -6,14 +6,16 @@
  * of `await using` and `withLock`, and a self-check of the harness whose tests must fail; then it
  * reports every result to the test, one POST to `/report` each (`report.ts`).
  *
- * The page's URL carries the broker's `ws://` URL (`?broker=`) and token (`&token=`). The test's
- * server also answers `/served/size` (the broker's key entries) and holds or releases a key of
- * the broker's state for the page (`/served/hold?key=`, `/served/release?key=`).
+ * The page's URL carries the broker's `ws://` URL (`?broker=`) and token (`&token=`), a second
+ * broker's (`&doomed=`) that the test stops when the page asks (`/action/stop-doomed`), and a URL
+ * where no broker listens (`&closed=`). The test's server also answers `/served/size` (the
+ * broker's key entries) and holds or releases a key of the broker's state for the page
+ * (`/served/hold?key=`, `/served/release?key=`).
  *
  * @module
  */
 
-import { LocalState, LockFailed } from "../../mod.ts";
+import { LocalState, LockFailed, LockLost } from "../../mod.ts";
 import { BrokerState } from "../../backends/broker.ts";
 import { conformanceSuite } from "../../testing.ts";
 import assert from "node:assert/strict";
@@ -28,6 +30,8 @@ const TEST_TIMEOUT_MS = 45_000;
 const params = new URL(location.href).searchParams;
 const BROKER_URL = params.get("broker") ?? "";
 const TOKEN = params.get("token") ?? "";
+const DOOMED_URL = params.get("doomed") ?? "";
+const CLOSED_URL = params.get("closed") ?? "";
 
 /** Reports in order: each POST waits for the one before it. */
 let posting: Promise<void> = Promise.resolve();
@@ -148,6 +152,41 @@ describe("smoke: the entry points as a page uses them", () => {
     );
     assert.ok(error instanceof LockFailed, `not a LockFailed: ${error}`);
     assert.equal(error.reason, "refused");
+  });
+
+  it("fails at once with LockFailed (unreachable) when no broker listens", async () => {
+    await using state = new BrokerState(CLOSED_URL, { token: TOKEN });
+    const error = await state.getLock("page/nowhere").then(
+      () => assert.fail("a lock from no broker"),
+      (error: unknown) => error,
+    );
+    assert.ok(error instanceof LockFailed, `not a LockFailed: ${error}`);
+    assert.equal(error.reason, "unreachable");
+    await assert.rejects(state.testLock("page/nowhere"), { name: "LockFailed" });
+  });
+
+  it("loses held locks and fails waits when the broker stops, then fails new requests", async () => {
+    await using holder = new BrokerState(DOOMED_URL, { token: TOKEN });
+    await using waiter = new BrokerState(DOOMED_URL, { token: TOKEN });
+    const lock = await holder.getLock("page/doomed");
+    const lost = new Promise<unknown>((resolve) => {
+      lock.signal.addEventListener("abort", () => resolve(lock.signal.reason), { once: true });
+    });
+    const waiting = waiter.getLock("page/doomed").then(
+      () => assert.fail("granted by a stopped broker"),
+      (error: unknown) => error,
+    );
+    // Frames on one connection are handled in order: once this answers, the wait is queued.
+    assert.equal(await waiter.testLock("page/doomed"), false);
+    await fetch("/action/stop-doomed", { method: "POST" });
+    const reason = await lost;
+    assert.ok(reason instanceof LockLost, `not a LockLost: ${reason}`);
+    assert.equal(reason.reason, "disconnected");
+    const failure = await waiting;
+    assert.ok(failure instanceof LockFailed, `not a LockFailed: ${failure}`);
+    assert.equal(failure.reason, "unreachable");
+    await lock.release(); // harmless after the loss
+    await assert.rejects(holder.getLock("page/doomed"), { name: "LockFailed" });
   });
 });
 

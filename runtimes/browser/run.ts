@@ -1,6 +1,7 @@
 /**
  * One run of the browser page for `runtimes/browser_test.ts`: a broker on `Deno.serve`
- * (`brokerHandler` over a `LocalState`), the page bundled (`bundle.ts`) and served
+ * (`brokerHandler` over a `LocalState`), a second one that the page has stopped, a port where
+ * none listens, the page bundled (`bundle.ts`) and served
  * (`server.ts`), headless Chromium on it (`chromium.ts`), then the page's reports until it says
  * it is done, each wait bounded; then everything stopped, Chromium's processes included.
  *
@@ -49,19 +50,36 @@ export async function runPage(binary: string, bounds: RunBounds): Promise<PageRu
   const served = new LocalState({ name: "served to the browser" });
   const handler = brokerHandler(served, { token: TOKEN });
   const broker = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, handler);
+  // A second broker, that the page has stopped under its clients (`/action/stop-doomed`).
+  const doomed = new LocalState({ name: "a broker stopped under the page" });
+  const doomedHandler = brokerHandler(doomed, { token: TOKEN });
+  const doomedBroker = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, doomedHandler);
+  let stoppingDoomed: Promise<void> | undefined;
+  const stopDoomed = () =>
+    stoppingDoomed ??= (async () => {
+      await doomedHandler.close();
+      await doomedBroker.shutdown();
+    })();
+  // A port nothing listens on: a broker that cannot be reached.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const closedPort = listener.addr.port;
+  listener.close();
   const run: PageRun = { results: [], uncaught: [], output: "" };
   const stops: (() => Promise<void>)[] = [
     async () => {
       await handler.close();
       await broker.shutdown();
     },
+    stopDoomed,
   ];
   try {
-    const page = servePage(await bundlePage(dir), served);
+    const page = servePage(await bundlePage(dir), served, { "stop-doomed": stopDoomed });
     stops.unshift(() => page.close());
     const url = new URL(page.url);
     url.searchParams.set("broker", `ws://127.0.0.1:${broker.addr.port}/`);
     url.searchParams.set("token", TOKEN);
+    url.searchParams.set("doomed", `ws://127.0.0.1:${doomedBroker.addr.port}/`);
+    url.searchParams.set("closed", `ws://127.0.0.1:${closedPort}/`);
 
     // Every report moves the run on; a silent page, an exited browser or the total bound ends it.
     let settle!: (incomplete?: string) => void;
@@ -122,6 +140,7 @@ export async function runPage(binary: string, bounds: RunBounds): Promise<PageRu
     const failures: unknown[] = [];
     for (const stop of stops) await stop().catch((error) => failures.push(error));
     await served.close();
+    await doomed.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     if (failures.length > 0) {
       const message = failures.map((e) => e instanceof Error ? e.message : String(e)).join("; ");

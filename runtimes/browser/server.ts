@@ -9,6 +9,7 @@
  * - `POST /served/size`: `{ size }`, the broker's key entries.
  * - `POST /served/hold?key=K`, `POST /served/release?key=K`: take or release `K` on the broker's
  *   state, as another client of the broker would.
+ * - `POST /action/NAME`: runs the action `NAME` the test gave (such as stopping a broker).
  *
  * @module
  */
@@ -64,8 +65,15 @@ function isReport(value: unknown): value is Report {
   return type === "started" || type === "result" || type === "uncaught" || type === "done";
 }
 
-/** Serves `bundle` and the page on 127.0.0.1, port 0; `served` is the broker's state. */
-export function servePage(bundle: string, served: LocalState): PageServer {
+/**
+ * Serves `bundle` and the page on 127.0.0.1, port 0; `served` is the broker's state, `actions`
+ * what the page may have the test do.
+ */
+export function servePage(
+  bundle: string,
+  served: LocalState,
+  actions: Record<string, () => Promise<void>> = {},
+): PageServer {
   const reports: Report[] = [];
   const listeners: ((report: Report) => void)[] = [];
   const held = new Map<string, Lock>();
@@ -104,8 +112,14 @@ export function servePage(bundle: string, served: LocalState): PageServer {
         await held.get(key)?.release();
         held.delete(key);
         return json({ size: served.size });
-      default:
-        return new Response("not found", { status: 404 });
+      default: {
+        const action = url.pathname.startsWith("/action/") && request.method === "POST"
+          ? actions[url.pathname.slice("/action/".length)]
+          : undefined;
+        if (action === undefined) return new Response("not found", { status: 404 });
+        await action();
+        return new Response(null, { status: 204 });
+      }
     }
   }
 
