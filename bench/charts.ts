@@ -21,8 +21,8 @@ const MUTED = "#59636e";
 const GRID = "#d1d9e0";
 const COLOURS = { ours: "#0969da", peer: "#bc4c00", floor: "#818b98" } as const;
 const WIDTH = 800;
-/** Rough width of a character at 12 px, to size the label column. */
-const CHAR = 6.4;
+/** Rough width of a character at 12 px (bold, to be safe), to size the label column. */
+const CHAR = 7;
 
 /** Text for SVG: XML-escaped, markdown code ticks dropped. */
 export function escapeText(text: string): string {
@@ -107,12 +107,20 @@ class LogAxis {
    */
   ticks(): { value: number; labelled: boolean }[] {
     const decadeWidth = (this.right - this.left) / Math.log10(this.max / this.min);
-    return steps(this.min, this.max).filter((value) => value >= this.min && value <= this.max)
-      .map((value) => ({
-        value,
-        labelled: decadeWidth >= 180 || String(value).replace(/^0\.0*/, "")[0] === "1" ||
-          value === this.min || value === this.max,
-      }));
+    const values = steps(this.min, this.max).filter((value) =>
+      value >= this.min && value <= this.max
+    );
+    const powers = values.filter((value) =>
+      Math.abs(Math.log10(value) - Math.round(Math.log10(value))) < 1e-9
+    );
+    // An end of the axis is labelled too, unless a power of ten is close beside it.
+    const roomy = (value: number) =>
+      powers.every((power) => Math.abs(this.x(power) - this.x(value)) >= 60);
+    return values.map((value) => ({
+      value,
+      labelled: decadeWidth >= 180 || powers.includes(value) ||
+        ((value === this.min || value === this.max) && roomy(value)),
+    }));
   }
 
   /** Vertical grid lines from `top` to `bottom`. */
@@ -176,7 +184,7 @@ function svg(height: number, title: string, subtitle: string, body: string[]): s
 
 function labelWidth(names: string[]): number {
   const longest = Math.max(0, ...names.map((name) => escapeText(name).length));
-  return Math.min(280, Math.max(120, Math.ceil(longest * CHAR) + 24));
+  return Math.min(280, Math.max(120, Math.ceil(longest * CHAR) + 20));
 }
 
 const PERCENTILES: (keyof LatencyDistribution)[] = ["p1", "p10", "p50", "p90", "p99", "p999"];
@@ -187,7 +195,7 @@ function distributionChart(chart: DistributionChart): string {
   const subjects = chart.rows.filter((row) => row.role !== "floor");
   const floors = chart.rows.filter((row) => row.role === "floor");
   const left = labelWidth(chart.rows.map((row) => row.name));
-  const right = WIDTH - 180;
+  const right = WIDTH - 190;
   const values = chart.rows.flatMap((row) =>
     row.distribution === undefined ? [] : PERCENTILES.map((key) => row.distribution![key])
   );
@@ -257,11 +265,13 @@ function distributionChart(chart: DistributionChart): string {
     line(kx + 26, ky - 8, kx + 26, ky + 8, `stroke="${INK}" stroke-width="3"`),
     `<path d="M${kx + 72} ${ky - 4}l4 4-4 4-4-4z" fill="${INK}"/>`,
     text(kx + 86, ky + 4, "whiskers p1–p99, box p10–p90, bar p50, ◆ p99.9", { fill: MUTED }),
-    ...legend(kx + 400, ky, [
-      ["ours", COLOURS.ours],
-      ["other libraries", COLOURS.peer],
-      ["floors", COLOURS.floor],
-    ]),
+    ...legend(
+      kx + 400,
+      ky,
+      ([["ours", "ours"], ["peer", "other libraries"], ["floor", "floors"]] as const)
+        .filter(([role]) => chart.rows.some((row) => row.role === role))
+        .map(([role, name]): [string, string] => [name, COLOURS[role]]),
+    ),
   ];
   return svg(ky + 20, chart.title, chart.subtitle, [...grid, ...body, axisTitle, ...key]);
 }
