@@ -542,13 +542,22 @@ function charts(rows: Map<NetSubject, Row>, effort: NetEffort): Chart[] {
       : [{ name: floor.title, role: "floor" as const, distribution: distributionOf(samples) }];
   });
   const rounds = `${effort.rounds} round${effort.rounds === 1 ? "" : "s"}`;
+  // Which subjects each floor was timed beside, e.g. "Redis PING for redis-semaphore, redlock".
+  const beside = FLOORS.filter((floor) => pooled.has(floor.name)).map((floor) => {
+    const names = [...rows].filter(([subject, row]) =>
+      row.skipped === undefined &&
+      [subject.floor, ...subject.extraFloors ?? []].includes(floor.name)
+    ).map(([subject]) => subject.name);
+    return `${floor.title} for ${names.join(", ")}`;
+  });
   return [
     {
       type: "distribution",
       id: "broker-uncontended",
       title: "Uncontended acquire+release, across processes: latency",
-      subtitle: `One process, one task, one key; pooled over ${rounds}. Floors timed alongside ` +
-        "in the same processes (one round trip each; the raw advisory pair is two).",
+      subtitle: `One process, one task, one key; pooled over ${rounds}. Floors, timed alongside ` +
+        `in the same processes: ${beside.join("; ")}. A lock costs two round trips of its ` +
+        "floor (the raw advisory pair is two already).",
       rows: [...subjectRows((row) => row.latencies), ...floors],
     },
     {
