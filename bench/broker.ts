@@ -29,8 +29,9 @@ import {
   type NetSubject,
 } from "./net_subjects.ts";
 import { nodeUnavailable, prepareNode } from "./node.ts";
-import { formatRate, formatRatio } from "./report.ts";
-import type { GroupResult } from "./results.ts";
+import { distributionOf } from "./charts.ts";
+import { chartLink, formatRate, formatRatio } from "./report.ts";
+import type { Chart, DistributionRow, GroupResult } from "./results.ts";
 
 const HERE = new URL(".", import.meta.url).pathname;
 const CONFIG = `${HERE}deno.json`;
@@ -506,11 +507,85 @@ function latencyPair(values: number[]): [string, string] {
   return [us(percentile(s, 0.5)), us(percentile(s, 0.99))];
 }
 
+/** The floors, pooled from every process that timed them alongside its locks. */
+function pooledFloors(rows: Map<NetSubject, Row>): Map<FloorName, number[]> {
+  const pooled = new Map<FloorName, number[]>();
+  for (const row of rows.values()) {
+    for (const [name, samples] of Object.entries(row.floors)) {
+      const list = pooled.get(name as FloorName) ?? [];
+      list.push(...samples);
+      pooled.set(name as FloorName, list);
+    }
+  }
+  return pooled;
+}
+
+/**
+ * The group's charts: the uncontended latency of every subject and floor, the hand-off latency
+ * of the process row and the latency of the crowded row, each a box plot per subject.
+ */
+function charts(rows: Map<NetSubject, Row>, effort: NetEffort): Chart[] {
+  const c = effort.clients;
+  const p = effort.processes;
+  const subjectRows = (samples: (row: Row) => number[]): DistributionRow[] =>
+    [...rows].map(([subject, row]) => ({
+      name: subject.name,
+      role: OURS.includes(subject.name) ? "ours" : "peer",
+      distribution: row.skipped === undefined ? distributionOf(samples(row)) : undefined,
+      missing: row.skipped,
+    }));
+  const pooled = pooledFloors(rows);
+  const floors: DistributionRow[] = FLOORS.flatMap((floor) => {
+    const samples = pooled.get(floor.name);
+    return samples === undefined
+      ? []
+      : [{ name: floor.title, role: "floor" as const, distribution: distributionOf(samples) }];
+  });
+  const rounds = `${effort.rounds} round${effort.rounds === 1 ? "" : "s"}`;
+  // Which subjects each floor was timed beside, e.g. "Redis PING for redis-semaphore, redlock".
+  const beside = FLOORS.filter((floor) => pooled.has(floor.name)).map((floor) => {
+    const names = [...rows].filter(([subject, row]) =>
+      row.skipped === undefined &&
+      [subject.floor, ...subject.extraFloors ?? []].includes(floor.name)
+    ).map(([subject]) => subject.name);
+    return `${floor.title} for ${names.join(", ")}`;
+  });
+  return [
+    {
+      type: "distribution",
+      id: "broker-uncontended",
+      title: "Uncontended acquire+release, across processes: latency",
+      subtitle: `One process, one task, one key; pooled over ${rounds}. Floors, timed alongside ` +
+        `in the same processes: ${beside.join("; ")}. A lock costs two round trips of its ` +
+        "floor (the raw advisory pair is two already).",
+      rows: [...subjectRows((row) => row.latencies), ...floors],
+    },
+    {
+      type: "distribution",
+      id: "broker-handoff",
+      title: `${p.processes} processes × ${p.tasks} tasks on ${p.keys} keys: hand-off latency`,
+      subtitle: "From a holder leaving its critical section to the next holder, already " +
+        `waiting, entering its own; pooled over ${rounds}.`,
+      rows: subjectRows((row) => row.handoffs),
+    },
+    {
+      type: "distribution",
+      id: "broker-clients",
+      title: `${c.processes * c.clients} clients × ${c.ops} acquire+release on ${c.keys} keys: ` +
+        "latency",
+      subtitle: `${c.processes} processes × ${c.clients} clients started together; each ` +
+        `acquire+release from request to release; pooled over ${rounds}.`,
+      rows: subjectRows((row) => row.clientLatencies),
+    },
+  ];
+}
+
 /** Renders the group: a row per subject and per floor, then the targets and notes. */
 function render(
   rows: Map<NetSubject, Row>,
   effort: NetEffort,
   smoke: boolean,
+  pictures: Chart[],
 ): { markdown: string } {
   const c = effort.clients;
   const p = effort.processes;
@@ -568,15 +643,7 @@ function render(
       } |`,
     );
   }
-  // The floors, pooled from every process that timed them alongside its locks.
-  const pooled = new Map<FloorName, number[]>();
-  for (const row of rows.values()) {
-    for (const [name, samples] of Object.entries(row.floors)) {
-      const list = pooled.get(name as FloorName) ?? [];
-      list.push(...samples);
-      pooled.set(name as FloorName, list);
-    }
-  }
+  const pooled = pooledFloors(rows);
   for (const floor of FLOORS) {
     const samples = pooled.get(floor.name);
     if (samples === undefined) continue;
@@ -608,6 +675,7 @@ function render(
       "",
       ...lines,
       "",
+      ...pictures.flatMap((chart) => [chartLink(chart), ""]),
       ...targets,
       "",
       ...subjects,
@@ -745,7 +813,8 @@ export async function runBrokerGroup(
   } finally {
     await services.stop();
   }
-  const { markdown } = render(rows, net, effort.smoke);
+  const pictures = charts(rows, net);
+  const { markdown } = render(rows, net, effort.smoke, pictures);
   return {
     title: "Across processes: broker, PostgreSQL and the network lock services",
     runtime,
@@ -754,5 +823,6 @@ export async function runBrokerGroup(
     rounds: net.rounds,
     remarks: [],
     markdown,
+    charts: pictures,
   };
 }

@@ -6,8 +6,9 @@
  *     deno task bench --smoke               # CI: a tiny round of everything; numbers meaningless
  *     deno task bench --only=deno,node      # some groups: deno, node, postgres, broker
  *
- * `BENCH_SMOKE=1` is the same as `--smoke`. The smoke round never writes `BENCHMARKS.md` and
- * never fails on a timing; it fails only when the benchmark code itself breaks. The Node group
+ * With `BENCHMARKS.md` go the charts, SVG files in `bench/charts/` that it shows (`charts.ts`).
+ * `BENCH_SMOKE=1` is the same as `--smoke`. The smoke round never writes `BENCHMARKS.md` or the
+ * charts (it builds them, unwritten) and never fails on a timing; it fails only when the benchmark code itself breaks. The Node group
  * runs on the npm build (made first, without its tests, when missing or stale); the PostgreSQL
  * group needs `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`). A group that
  * cannot run says why and is skipped (with `REQUIRE_POSTGRES=1`, a missing database fails).
@@ -19,7 +20,8 @@ import os from "node:os";
 import { FULL_EFFORT, GroupSkipped, SMOKE_EFFORT } from "./harness.ts";
 import { runInProcessGroup } from "./in_process.ts";
 import { nodeUnavailable, nodeVersion, runNodeGroup } from "./node.ts";
-import { renderGroup } from "./report.ts";
+import { ratesChartOf, renderChart } from "./charts.ts";
+import { CHART_DIR, renderGroup } from "./report.ts";
 import type { GroupResult } from "./results.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -49,6 +51,37 @@ function parseArgs(args: string[]): Options {
 }
 
 const log = (line: string) => console.error(line);
+
+/** A file name from a group title, its versions left out: `in-process-node-npm-build`. */
+function slug(title: string): string {
+  return title.toLowerCase().split(/[^a-z0-9.]+/).filter((word) => word && !/\d/.test(word))
+    .join("-");
+}
+
+/** Gives every table of rates its chart (the broker group brings its own). */
+function addRatesCharts(groups: GroupResult[]): void {
+  for (const group of groups) {
+    if (group.markdown !== undefined || group.charts !== undefined) continue;
+    const chart = ratesChartOf(group, slug(group.title));
+    if (chart !== undefined) group.charts = [chart];
+  }
+}
+
+/**
+ * Writes the charts into `bench/charts/` and removes the SVG files there that this run did not
+ * draw, so that the folder holds what BENCHMARKS.md shows.
+ */
+async function writeCharts(svgs: Map<string, string>): Promise<void> {
+  const dir = `${ROOT}/${CHART_DIR}`;
+  await Deno.mkdir(dir, { recursive: true });
+  for (const entry of Deno.readDirSync(dir)) {
+    if (entry.isFile && entry.name.endsWith(".svg") && !svgs.has(entry.name)) {
+      await Deno.remove(`${dir}/${entry.name}`);
+    }
+  }
+  for (const [name, svg] of svgs) await Deno.writeTextFile(`${dir}/${name}`, svg);
+  log(`wrote ${svgs.size} chart${svgs.size === 1 ? "" : "s"} to ${CHART_DIR}/`);
+}
 
 /** Runs one group, or says why it did not run. */
 async function attempt(
@@ -132,15 +165,22 @@ async function main(): Promise<void> {
     );
   }
 
+  addRatesCharts(groups);
+  // Drawn in every run, the smoke round too, so that CI catches a chart that cannot be drawn.
+  const svgs = new Map<string, string>();
+  for (const chart of groups.flatMap((group) => group.charts ?? [])) {
+    if (svgs.has(`${chart.id}.svg`)) throw new Error(`two charts named ${chart.id}`);
+    svgs.set(`${chart.id}.svg`, renderChart(chart));
+  }
   const tables = groups.map(renderGroup).join("\n");
   const extra = skipped.map((line) => `- ${line}`).join("\n");
   console.log(`\n${tables}${extra ? `\n${extra}\n` : ""}`);
   if (options.smoke) {
-    log("smoke round: BENCHMARKS.md left as it is");
+    log("smoke round: BENCHMARKS.md and the charts left as they are");
     return;
   }
   if (Deno.env.get("BENCH_SUBJECTS") !== undefined) {
-    log("some subjects only (BENCH_SUBJECTS): BENCHMARKS.md left as it is");
+    log("some subjects only (BENCH_SUBJECTS): BENCHMARKS.md and the charts left as they are");
     return;
   }
   const document = [
@@ -158,6 +198,7 @@ async function main(): Promise<void> {
     "",
     await readNotes(),
   ].join("\n");
+  await writeCharts(svgs);
   await Deno.writeTextFile(`${ROOT}/BENCHMARKS.md`, document.replace(/\n{3,}/g, "\n\n"));
   log("wrote BENCHMARKS.md");
 }

@@ -5,7 +5,15 @@
  * @module
  */
 
-import type { Cell, GroupResult, ScenarioResult } from "./results.ts";
+import type { Cell, Chart, GroupResult, ScenarioResult } from "./results.ts";
+
+/** Where the full run writes the charts, relative to the repository (and to BENCHMARKS.md). */
+export const CHART_DIR = "bench/charts";
+
+/** The markdown image of a chart, as BENCHMARKS.md shows it. */
+export function chartLink(chart: Chart): string {
+  return `![${chart.title.replaceAll(/[[\]]/g, "")}](${CHART_DIR}/${chart.id}.svg)`;
+}
 
 /** `1234567` as `1.23 M`, three significant digits. */
 export function formatRate(value: number): string {
@@ -105,6 +113,7 @@ export function renderGroup(group: GroupResult): string {
     "",
     ...lines,
     "",
+    ...(group.charts ?? []).flatMap((chart) => [chartLink(chart), ""]),
     ...subjects,
     ...group.remarks.map((remark) => `- ${remark}`),
     "",

@@ -66,4 +66,69 @@ export interface GroupResult {
    * rate per subject (latency percentiles, violations); `scenarios` then stays empty.
    */
   markdown?: string;
+  /**
+   * Charts of this group, drawn by `charts.ts` into `bench/charts/<id>.svg` when the full run
+   * writes BENCHMARKS.md, and shown under the group's table.
+   */
+  charts?: Chart[];
 }
+
+/** Percentiles of a latency distribution, in microseconds. */
+export interface LatencyDistribution {
+  /** How many samples the percentiles come from. */
+  samples: number;
+  p1: number;
+  p10: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+}
+
+/** One row of a distribution chart: a subject, or a floor it is judged against. */
+export interface DistributionRow {
+  name: string;
+  /** Our subject (highlighted), a peer library, or a floor (grey, drawn below the subjects). */
+  role: "ours" | "peer" | "floor";
+  /** Absent when the subject was not measured. */
+  distribution?: LatencyDistribution;
+  /** Why it was not measured, shown in place of the box. */
+  missing?: string;
+}
+
+/** Latency distributions as box plots on a log axis, one row per subject. */
+export interface DistributionChart {
+  type: "distribution";
+  /** The file name without `.svg`, unique in the run (e.g. `broker-uncontended`). */
+  id: string;
+  /** The heading inside the chart. */
+  title: string;
+  /** What is timed, under the heading (e.g. "acquire+release, one process, no contention"). */
+  subtitle: string;
+  rows: DistributionRow[];
+}
+
+/** One bar of a rates chart. */
+export interface RateBar {
+  name: string;
+  ours: boolean;
+  /** Absent when not measured here. */
+  value?: number;
+  /** Shown after the value (e.g. a different task count), or in place of it when missing. */
+  note?: string;
+}
+
+/** Rates per scenario per subject as horizontal bars on a log axis. */
+export interface RatesChart {
+  type: "rates";
+  /** The file name without `.svg`, unique in the run. */
+  id: string;
+  title: string;
+  /** What the rates count (e.g. "operations per CPU-second"). */
+  subtitle: string;
+  /** One block of bars per scenario. */
+  blocks: { title: string; bars: RateBar[] }[];
+}
+
+/** A chart of a group, as plain data. */
+export type Chart = DistributionChart | RatesChart;
