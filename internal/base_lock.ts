@@ -10,6 +10,9 @@ import type { Requested } from "./failures.ts";
 /** A settled `release()` result, shared: freeing many locks needs no promise each. */
 export const RELEASED: Promise<void> = Promise.resolve();
 
+/** Set by {@link BaseHold}'s static block, which alone can reach a hold's private loss watcher. */
+let watchHold: (hold: object, onLost: ((lost: LockLost) => void) | undefined) => boolean;
+
 /**
  * Something held: a lock or a permit. A backend subclass frees it in {@link BaseHold.unlock},
  * makes a lock's fencing token in {@link BaseHold.fence}, and calls {@link BaseHold.lose} when the
@@ -26,6 +29,18 @@ abstract class BaseHold {
   #token: Promise<bigint> | undefined;
   /** `release()` was called while the token was being made: the unlock waits for it. */
   #unlockPending = false;
+  /** The package's own watcher of a loss: see {@link watchLoss}. */
+  #onLost: ((lost: LockLost) => void) | undefined = undefined;
+
+  static {
+    watchHold = (hold, onLost) => {
+      if (!(hold instanceof BaseHold)) return false;
+      const lost = hold.#lost;
+      if (lost !== undefined) onLost?.(lost);
+      else hold.#onLost = onLost;
+      return true;
+    };
+  }
 
   /** What its LockLost names: the key and the mode, and a permit's limit. */
   protected abstract get requested(): Requested;
@@ -116,6 +131,9 @@ abstract class BaseHold {
     this.#release = RELEASED;
     const { key, exclusive, limit } = this.requested;
     this.#lost = new LockLost(message, { key, exclusive, limit, reason, cause });
+    const onLost = this.#onLost;
+    this.#onLost = undefined;
+    onLost?.(this.#lost);
     this.#controller?.abort(this.#lost);
   }
 
@@ -130,6 +148,20 @@ abstract class BaseHold {
   protected fence(): Promise<bigint> {
     return Promise.reject(new Error(`${this.constructor.name} makes no fencing tokens`));
   }
+}
+
+/**
+ * Issue 14: has `onLost` called once when `hold` (a lock or permit that a served state handed
+ * out) is lost while held (at once if it was lost already), or stops that with `undefined`. For the package's own
+ * code on a hot path (the broker's session): reading `signal` makes an AbortController and a
+ * listener, which cost more than the rest of an uncontended acquire. `false` when `hold` is not
+ * one of the package's own (then watch its `signal`).
+ */
+export function watchLoss(
+  hold: object,
+  onLost: ((lost: LockLost) => void) | undefined,
+): boolean {
+  return watchHold(hold, onLost);
 }
 
 /** A held lock: see {@link BaseHold}. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import net from "node:net";
 import { after, before, describe, it } from "node:test";
-import { LocalState, type Lock, LockFailed, LockLost } from "../mod.ts";
+import { LocalState, type Lock, LockFailed, LockLost, type LockRequest } from "../mod.ts";
 import { brokerHandler, BrokerState, MAX_KEY_LENGTH } from "../backends/broker.ts";
 import { serveBroker } from "../backends/broker_node.ts";
 import { clientOptions, type RunningBroker, startBroker } from "./broker_env.ts";
@@ -285,6 +285,44 @@ describe("broker: losing the connection", () => {
     await b.close();
     await broker.close();
     assert.equal(served2.size, 0);
+  });
+
+  it("passes on the loss of a lock that a served state of its own makes (its signal only)", async () => {
+    // Issue 14: the package's own locks tell the session of a loss directly; any other
+    // StateABC's lock is watched through its signal. One whose locks are plain objects:
+    const controllers: AbortController[] = [];
+    class PlainLocks extends LocalState {
+      protected override async acquire(key: string, request: LockRequest): Promise<Lock> {
+        const inner = await super.acquire(key, request);
+        const controller = new AbortController();
+        controllers.push(controller);
+        return {
+          key,
+          exclusive: inner.exclusive,
+          signal: controller.signal,
+          release: () => inner.release(),
+          fencingToken: () => inner.fencingToken(),
+          [Symbol.asyncDispose]: () => inner.release(),
+        };
+      }
+    }
+    const served = new PlainLocks();
+    const broker = await startBroker(served, { token: TOKEN });
+    const state = new BrokerState(broker.url, await clientOptions(TOKEN));
+    const kept = await state.getLock("plain/kept");
+    const lost = await state.getLock("plain/lost");
+    controllers[1].abort(new Error("taken away"));
+    const reason = await aborted(lost.signal);
+    assert.ok(reason instanceof LockLost);
+    assert.match(String((reason.cause as Error).message), /taken away/);
+    assert.equal(kept.signal.aborted, false);
+    await kept.release(); // released, not lost: its listener is gone
+    controllers[0].abort(new Error("too late"));
+    assert.equal(kept.signal.aborted, false);
+    await lost.release();
+    await state.close();
+    await broker.close();
+    await served.close();
   });
 
   it("passes a LockLost of the served state on to the client's lock", async () => {

@@ -4,7 +4,8 @@
  */
 
 import { LockFailed } from "../../errors.ts";
-import { setLabel } from "../../internal/holders.ts";
+import { watchLoss } from "../../internal/base_lock.ts";
+import { type HolderLabel, setLabel } from "../../internal/holders.ts";
 import { backendLogger } from "../../internal/log.ts";
 import type { LockHolder } from "../../lock.ts";
 import type { StateABC } from "../../state.ts";
@@ -71,8 +72,16 @@ type RequestState =
     cancelled: boolean;
     answered: Promise<void>;
   }
-  /** Held; `onLost` forwards the served state's loss to the client. */
-  | { readonly phase: "held"; readonly lock: Held; readonly onLost: () => void }
+  /**
+   * Held; `onLost` forwards the served state's loss to the client, as a listener of the lock's
+   * signal unless `watched` (the package's own locks tell it without a signal: issue 14).
+   */
+  | {
+    readonly phase: "held";
+    readonly lock: Held;
+    readonly onLost: () => void;
+    readonly watched: boolean;
+  }
   /** Being released in the served state; `released` settles once it is. */
   | { readonly phase: "releasing"; readonly released: Promise<void> }
   /** A `testLock` in flight. */
@@ -110,6 +119,15 @@ type SessionState =
   }
   | { readonly phase: "ready"; readonly heartbeat: Heartbeat }
   | { readonly phase: "ended"; readonly drained: Promise<void> };
+
+/** Who a request or lock is for (issue 12): its `since` is made only if `inspect` asks. */
+class SessionLabel implements HolderLabel {
+  constructor(readonly owner: string, readonly sinceMs: number) {}
+
+  get since(): Date {
+    return new Date(this.sinceMs);
+  }
+}
 
 /** Frames that may arrive while the token is being checked, before the client saw `welcome`. */
 const MAX_EARLY_FRAMES = 64;
@@ -179,10 +197,18 @@ export class Session {
   }
 
   #send(frame: ServerFrame): void {
+    this.#sendText(JSON.stringify(frame));
+  }
+
+  /**
+   * Sends a frame already in JSON: the most frequent ones (`granted`, `released`, `queued`) are
+   * written as template strings, without an object and `JSON.stringify` (issue 14).
+   */
+  #sendText(text: string): void {
     if (this.#state.phase === "ended") return;
     try {
       if (this.#socket.readyState !== OPEN) return;
-      this.#socket.send(JSON.stringify(frame));
+      this.#socket.send(text);
     } catch (error) {
       this.#end(`sending failed: ${error}`);
       return;
@@ -426,21 +452,22 @@ export class Session {
     };
     const request: Request = { id, chars, namesKey, state: waiting };
     this.#track(request);
-    // Issue 12: the served state's `inspect` names this client as the waiter, since now.
-    setLabel(controller.signal, { owner: this.#owner, since: new Date() });
+    const since = Date.now();
     waiting.answered = take(controller.signal).then(
       (lock) => this.#granted(request, waiting, lock),
       (error) => this.#failed(request, waiting.cancelled, error),
     ).catch((error) => log.error("{name}: internal error: {error}", { name: this.#name, error }));
     // A request that must wait is acknowledged at once, so that the client's TCP segment is
-    // acknowledged at once too (see heartbeat.ts). One that is granted at once already is.
-    queueMicrotask(() =>
-      queueMicrotask(() => {
-        if (request.state === waiting && this.#requests.get(id) === request) {
-          this.#send({ op: "queued", id });
-        }
-      })
-    );
+    // acknowledged at once too (see heartbeat.ts). One that is granted at once already is: the
+    // grant's reaction, queued by `then` above on a settled promise, runs before this microtask.
+    queueMicrotask(() => {
+      if (request.state === waiting && this.#requests.get(id) === request) {
+        // Issue 12: the served state's `inspect` names this client as the waiter. Labelled only
+        // now, as few requests wait (issue 14); nothing could inspect the state in between.
+        setLabel(controller.signal, new SessionLabel(this.#owner, since));
+        this.#sendText(`{"op":"queued","id":${id}}`);
+      }
+    });
   }
 
   #granted(
@@ -455,17 +482,27 @@ export class Session {
         this.#send({ op: "failed", id: request.id, reason: "cancelled", message: "cancelled" });
       });
     }
-    setLabel(lock, { owner: this.#owner, since: new Date() });
-    const signal = lock.signal;
-    const onLost = () => this.#lost(request, signal.reason);
-    request.state = { phase: "held", lock, onLost };
-    if (signal.aborted) {
-      onLost();
-      return;
+    setLabel(lock, new SessionLabel(this.#owner, Date.now()));
+    const onLost = () => this.#lost(request, lock.signal.reason);
+    request.state = { phase: "held", lock, onLost, watched: true };
+    // The package's own locks tell of a loss directly (at once if lost already); the others
+    // through their signal.
+    if (!watchLoss(lock, (lost) => this.#lost(request, lost))) {
+      request.state = { phase: "held", lock, onLost, watched: false };
+      if (lock.signal.aborted) {
+        onLost();
+        return;
+      }
+      lock.signal.addEventListener("abort", onLost, { once: true });
     }
-    signal.addEventListener("abort", onLost, { once: true });
-    this.#send({ op: "granted", id: request.id });
-    return;
+    if (request.state.phase !== "held") return;
+    this.#sendText(`{"op":"granted","id":${request.id}}`);
+  }
+
+  /** Stops forwarding the loss of a held lock (it is being released). */
+  #unwatch(state: RequestState & { phase: "held" }): void {
+    if (state.watched) watchLoss(state.lock, undefined);
+    else state.lock.signal.removeEventListener("abort", state.onLost);
   }
 
   #failed(request: Request, cancelled: boolean, error: unknown): void {
@@ -589,10 +626,10 @@ export class Session {
     const state = request.state;
     if (state.phase === "waiting") return this.#cancel(id);
     if (state.phase !== "held") return;
-    state.lock.signal.removeEventListener("abort", state.onLost);
+    this.#unwatch(state);
     const released = state.lock.release().then(() => {
       this.#forget(request);
-      this.#send({ op: "released", id });
+      this.#sendText(`{"op":"released","id":${id}}`);
     });
     request.state = { phase: "releasing", released };
   }
@@ -616,7 +653,7 @@ export class Session {
           releases.push(requestState.released);
           break;
         case "held":
-          requestState.lock.signal.removeEventListener("abort", requestState.onLost);
+          this.#unwatch(requestState);
           releases.push(requestState.lock.release());
           break;
       }

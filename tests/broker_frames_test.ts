@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { parseClientFrame, parseServerFrame, ProtocolError } from "../backends/broker/protocol.ts";
+import { random } from "../testing/helpers.ts";
+
+/** What `parse` makes of `text`: the frame, or the ProtocolError's message. */
+function outcome(parse: (text: unknown) => unknown, text: string): unknown {
+  try {
+    return parse(text);
+  } catch (error) {
+    assert.ok(error instanceof ProtocolError, `not a ProtocolError: ${error}`);
+    return { error: error.message };
+  }
+}
+
+/** Frames near the compact ones that both sides read without `JSON.parse` (issue 14). */
+function nearCompact(next: () => number): string {
+  const ops = ["release", "granted", "released", "queued", "acquire"];
+  const op = ops[Math.floor(next() * ops.length)];
+  const ids = [
+    "0",
+    "7",
+    "42",
+    "007",
+    "-1",
+    "1.5",
+    "1e3",
+    "9007199254740991",
+    "9007199254740992",
+    "99999999999999999",
+    "",
+    " 5",
+    "5 ",
+    '"5"',
+  ];
+  const id = ids[Math.floor(next() * ids.length)];
+  const variants = [
+    `{"op":"${op}","id":${id}}`,
+    `{"op":"${op}","id":${id}} `,
+    `{"op":"${op}","id":${id},"key":"k"}`,
+    `{"op":"${op}","id":${id}`,
+    `{"op":"${op}", "id":${id}}`,
+    `{"id":${id},"op":"${op}"}`,
+  ];
+  return variants[Math.floor(next() * variants.length)];
+}
+
+describe("broker: frames", () => {
+  it("reads the compact frames exactly as the full parse does, and nothing else", () => {
+    const next = random(14);
+    for (let i = 0; i < 5000; i++) {
+      const text = nearCompact(next);
+      // A leading space takes the full parse (JSON allows it; the compact reading does not).
+      for (const parse of [parseClientFrame, parseServerFrame]) {
+        assert.deepEqual(outcome(parse, text), outcome(parse, ` ${text}`), text);
+      }
+    }
+  });
+
+  it("reads the compact frames both sides write", () => {
+    assert.deepEqual(parseClientFrame('{"op":"release","id":12}'), { op: "release", id: 12 });
+    assert.deepEqual(parseServerFrame('{"op":"granted","id":0}'), { op: "granted", id: 0 });
+    assert.deepEqual(parseServerFrame('{"op":"released","id":9007199254740991}'), {
+      op: "released",
+      id: 9007199254740991,
+    });
+    assert.throws(() => parseServerFrame('{"op":"granted","id":9007199254740992}'), ProtocolError);
+    assert.throws(() => parseServerFrame('{"op":"granted","id":01}'), ProtocolError);
+  });
+});
