@@ -129,12 +129,25 @@ class KeyEntry {
 export class LockTable {
   readonly #entries = new Map<string, KeyEntry>();
   readonly #options: LockTableOptions;
+  #lastId: { readonly key: string; readonly id: bigint } | undefined = undefined;
   readonly #database: DatabaseLocks;
   #closed = false;
 
   constructor(options: LockTableOptions) {
     this.#options = options;
     this.#database = options.database;
+  }
+
+  /**
+   * The lock id of `key`. The last key's is kept (issue 14): a key locked over and over is hashed
+   * once, not on every acquire (SHA-256 was the largest cost of an uncontended acquire's own code).
+   */
+  #lockId(key: string): bigint {
+    const last = this.#lastId;
+    if (last !== undefined && last.key === key) return last.id;
+    const id = advisoryLockId(this.#options.namespace, key);
+    this.#lastId = { key, id };
+    return id;
   }
 
   /** Keys held, awaited or being settled right now. */
@@ -147,7 +160,7 @@ export class LockTable {
     if (this.#database.refused) return Promise.reject(this.#database.refusal({ key, exclusive }));
     let entry = this.#entries.get(key);
     if (entry === undefined) {
-      entry = new KeyEntry(key, advisoryLockId(this.#options.namespace, key));
+      entry = new KeyEntry(key, this.#lockId(key));
       this.#entries.set(key, entry);
     } else if (
       entry.queue.head === undefined && entry.op === undefined && this.#canJoin(entry, exclusive)
@@ -173,7 +186,7 @@ export class LockTable {
       await entry.op;
       if (this.#closed) throw closed({ key, exclusive });
     }
-    const id = advisoryLockId(this.#options.namespace, key);
+    const id = this.#lockId(key);
     try {
       return await this.#database.probe(id, { key, exclusive });
     } catch (error) {
@@ -199,7 +212,7 @@ export class LockTable {
    * state's own from its books: one entry per local holder or request.
    */
   async inspect(key: string): Promise<PostgresLockInfo> {
-    const id = advisoryLockId(this.#options.namespace, key);
+    const id = this.#lockId(key);
     const { rows, own } = await this.#database.advisoryLocks([id], { key, exclusive: true });
     if (this.#closed) throw closed({ key, exclusive: true });
     const holders: OwnEntry[] = [];

@@ -71,7 +71,8 @@ const MARKER_SETTING = "shared_state.session";
 
 /** SQL that is true when the server session running it carries `marker`: it is ours. */
 function ours(marker: string): string {
-  return `coalesce(current_setting('${MARKER_SETTING}', true), '') = '${marker}'`;
+  // A missing setting is NULL, and NULL = '…' filters the row out as false does.
+  return `current_setting('${MARKER_SETTING}', true) = '${marker}'`;
 }
 
 /**
