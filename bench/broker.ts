@@ -17,7 +17,7 @@
  * @module
  */
 
-import { type Effort, median } from "./harness.ts";
+import { type Effort, median, percentile, sorted } from "./harness.ts";
 import type { NetJob, NetResult } from "./net_child.ts";
 import {
   BENCH_TOKEN,
@@ -296,15 +296,6 @@ async function measure(
   } finally {
     for (const process of processes) process.kill();
   }
-}
-
-function percentile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-}
-
-function sorted(values: number[]): number[] {
-  return values.sort((a, b) => a - b);
 }
 
 /** Per key: `[requested, entered, left]` of each hold, merged from every process of a run. */

@@ -1,8 +1,9 @@
 /**
  * The broker of the broker group, in a Deno process of its own: `Deno.serve(brokerHandler(new
  * LocalState(), { token }))` on 127.0.0.1, plus a WebSocket echo endpoint (`/echo`) served by the
- * same server, the floor the broker's latency is judged against. Prints `{"port": …}` once it
- * listens; ends when its stdin closes.
+ * same server, the floor the broker's latency is judged against, and a minimal lock server on
+ * `/minimal` for `bench/decompose.ts`. Prints `{"port": …}` once it listens; ends when its stdin
+ * closes.
  *
  * Usage: `broker_server.ts TOKEN`.
  *

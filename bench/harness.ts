@@ -56,6 +56,17 @@ export class GroupSkipped extends Error {}
 /** Runs `ops` operations of one scenario on one subject. */
 export type Workload = (ops: number) => Promise<void>;
 
+/** The `q` quantile (0 to 1) of values sorted ascending; NaN for none. */
+export function percentile(sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+/** Sorts numbers ascending, in place, and returns them. */
+export function sorted(values: number[]): number[] {
+  return values.sort((a, b) => a - b);
+}
+
 /** The median of `values` (which must not be empty). */
 export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
