@@ -1,16 +1,24 @@
 /**
  * The broker's connection limits (issue 9, item 7): past `maxUnauthenticated` or `maxConnections`
- * a new connection is refused at once (HTTP 503 before the upgrade on Node, a `refused` frame
- * after it on Deno and for a socket given to `accept`), a flood of them is answered and closed, the broker serves again once
- * the flood is gone, and a refused `BrokerState` fails its requests at once, saying why. Small
+ * a new connection is refused at once with a `refused` frame (written with the handshake's answer
+ * by `serveBroker`, without a WebSocket made for it; sent on the upgraded socket on Deno and for a
+ * socket given to `accept`), a flood of them is answered and closed (past the TCP limit, Bun
+ * closes them without the reason), the broker serves again once the flood is gone, and a refused
+ * `BrokerState` fails its requests at once, saying why, whatever its WebSocket tells. Small
  * limits stand for the real ones: no test here exhausts file descriptors.
  */
 
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { LocalState, LockFailed } from "../mod.ts";
-import { brokerHandler, BrokerState, CloseCode } from "../backends/broker.ts";
-import { clientOptions, type RunningBroker, startBroker } from "./broker_env.ts";
+import {
+  brokerHandler,
+  BrokerState,
+  CloseCode,
+  type WebSocketConstructor,
+  type WebSocketLike,
+} from "../backends/broker.ts";
+import { clientOptions, type RunningBroker, startBroker, webSocketClass } from "./broker_env.ts";
 import { FakeSocket } from "./broker_fake_socket.ts";
 import { RawClient } from "./broker_raw.ts";
 import { refusalMessage, TcpClient, upgradeAttempt } from "./broker_tcp.ts";
@@ -22,6 +30,34 @@ const MAX_UNAUTHENTICATED = 3;
 const FLOOD = 300;
 /** Only a hang takes this long: every wait below is for something the broker does at once. */
 const DEADLINE = 10_000;
+
+/**
+ * A WebSocket class that, like a browser's or the global one of Node 22 and 24, tells nothing in
+ * its `error` event: not the HTTP status of a refused handshake, nor anything else.
+ */
+function opaqueWebSocket(Real: WebSocketConstructor): WebSocketConstructor {
+  return class OpaqueWebSocket implements WebSocketLike {
+    readonly #socket: WebSocketLike;
+    constructor(url: string) {
+      this.#socket = new Real(url);
+    }
+    get readyState(): number {
+      return this.#socket.readyState;
+    }
+    send(data: string): void {
+      this.#socket.send(data);
+    }
+    close(code?: number, reason?: string): void {
+      this.#socket.close(code, reason);
+    }
+    addEventListener(type: string, listener: (event: unknown) => void): void {
+      this.#socket.addEventListener(
+        type,
+        type === "error" ? () => listener(new Event("error")) : listener,
+      );
+    }
+  };
+}
 
 /** Waits, in bounded steps, until `condition` holds; fails the test after {@link DEADLINE}. */
 async function until(condition: () => boolean, what: string): Promise<void> {
@@ -93,6 +129,26 @@ describe("broker: connection limits", () => {
       await clients.pop()!.close();
       await until(() => broker.handler.connections < MAX_CONNECTIONS, "a connection ended");
       await (await state.getLock("full")).release();
+    } finally {
+      await state.close();
+      await Promise.all(clients.map((client) => client.close()));
+    }
+  });
+
+  it("tells a client whose WebSocket hides HTTP statuses (a browser's, Node 22's) why it is refused", async () => {
+    const clients: RawClient[] = [];
+    const state = new BrokerState(broker.url, {
+      ...await clientOptions(TOKEN),
+      WebSocket: opaqueWebSocket(await webSocketClass()),
+    });
+    try {
+      for (let i = 0; i < MAX_CONNECTIONS; i++) {
+        clients.push(await RawClient.authenticated(broker.url, TOKEN));
+      }
+      const error = await state.getLock("full").then(() => assert.fail("granted"), (e) => e);
+      assert.ok(error instanceof LockFailed, String(error));
+      assert.equal(error.reason, "refused", error.message);
+      assert.match(error.message, /refused the connection.*connection limit \(6\)/);
     } finally {
       await state.close();
       await Promise.all(clients.map((client) => client.close()));
