@@ -18,7 +18,13 @@ import {
   type WebSocketConstructor,
   type WebSocketLike,
 } from "../backends/broker.ts";
-import { clientOptions, type RunningBroker, startBroker, webSocketClass } from "./broker_env.ts";
+import {
+  clientOptions,
+  isBun,
+  type RunningBroker,
+  startBroker,
+  webSocketClass,
+} from "./broker_env.ts";
 import { FakeSocket } from "./broker_fake_socket.ts";
 import { RawClient } from "./broker_raw.ts";
 import { refusalMessage, TcpClient, upgradeAttempt } from "./broker_tcp.ts";
@@ -71,7 +77,6 @@ async function until(condition: () => boolean, what: string): Promise<void> {
 describe("broker: connection limits", () => {
   const served = new LocalState({ name: "served" });
   let broker: RunningBroker;
-  const raw: TcpClient[] = [];
   before(async () => {
     broker = await startBroker(served, {
       token: TOKEN,
@@ -81,28 +86,42 @@ describe("broker: connection limits", () => {
     });
   });
   after(async () => {
-    await Promise.all(raw.map((client) => client.destroy()));
     await broker.close();
     await served.close();
   });
 
   it("refuses a flood past maxUnauthenticated at once, and serves again once it is gone", async () => {
     const silent: TcpClient[] = [];
-    for (let i = 0; i < MAX_UNAUTHENTICATED; i++) {
-      silent.push(await TcpClient.upgraded(broker.port));
+    try {
+      for (let i = 0; i < MAX_UNAUTHENTICATED; i++) {
+        silent.push(await TcpClient.upgraded(broker.port));
+      }
+      // Each one is refused and hung up on, although none of them answers anything.
+      const attempts = await Promise.all(
+        Array.from({ length: FLOOD }, () => upgradeAttempt(broker.port, DEADLINE)),
+      );
+      let dropped = 0;
+      for (const attempt of attempts) {
+        assert.ok(attempt.closedByServer, "a refused connection is still open");
+        if (isBun && attempt.text === "") {
+          dropped++;
+          continue;
+        }
+        assert.match(refusalMessage(attempt.text) ?? attempt.text, /authenticating \(at most 3\)/);
+      }
+      if (isBun) {
+        // Bun's node:http takes the whole flood in at once and closes the connections past the
+        // server's TCP limit (maxConnections + maxUnauthenticated, the silent ones included)
+        // before reading a byte: refused all the same, but without the reason. Node takes them
+        // in as it answers them, and tells every one why (docs/runtimes.md).
+        assert.ok(dropped > 0, "Bun answered every connection of the flood: update the docs");
+        assert.ok(dropped < FLOOD, "Bun refused no connection of the flood with a reason");
+      }
+      assert.equal(broker.handler.connections, MAX_UNAUTHENTICATED);
+    } finally {
+      // The flood is over (or the test failed): the silent ones leave, and a real client is served.
+      await Promise.all(silent.map((client) => client.destroy()));
     }
-    raw.push(...silent);
-    // Each one is refused and hung up on, although none of them answers anything.
-    const attempts = await Promise.all(
-      Array.from({ length: FLOOD }, () => upgradeAttempt(broker.port, DEADLINE)),
-    );
-    for (const attempt of attempts) {
-      assert.match(refusalMessage(attempt.text) ?? attempt.text, /authenticating \(at most 3\)/);
-      assert.ok(attempt.closedByServer, "a refused connection is still open");
-    }
-    assert.equal(broker.handler.connections, MAX_UNAUTHENTICATED);
-    // The flood is over: the silent ones leave, and a real client is served.
-    await Promise.all(silent.map((client) => client.destroy()));
     await until(() => broker.handler.connections === 0, "the silent connections ended");
     const state = new BrokerState(broker.url, await clientOptions(TOKEN));
     try {
