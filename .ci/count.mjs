@@ -1,7 +1,7 @@
 // The closing line of CI: what the runners passed and failed, from the reports they wrote (Deno's
-// JUnit XML, the npm build's Node summary, and the JUnit XML of the optional runs: Bun, Workers,
-// the browser), not from their terminal output.
-// Usage: node .ci/count.mjs DENO_JUNIT_XML NODE_SUMMARY_JSON [LABEL=JUNIT_XML ...]
+// JUnit XML, the npm build's Node summary, and those of the optional runs: Bun's, Workers' and the
+// browser's JUnit XML, Node 22's and 24's summaries), not from their terminal output.
+// Usage: node .ci/count.mjs DENO_JUNIT_XML NODE_SUMMARY_JSON [LABEL=JUNIT_XML|NODE_SUMMARY_JSON ...]
 // An optional report that is missing counts nothing: its run was skipped (and CI said so).
 import { readFileSync } from "node:fs";
 
@@ -28,12 +28,18 @@ const [junitPath, nodePath, ...optional] = process.argv.slice(2);
 const junit = read(junitPath);
 const deno = junit === undefined ? { passed: 0, failed: 1 } : junitCounts(junit);
 
-const nodeText = read(nodePath);
-const node = { passed: 0, failed: nodeText === undefined ? 1 : 0 };
-for (const file of Object.values(nodeText === undefined ? {} : JSON.parse(nodeText))) {
-  node.passed += file.passed;
-  node.failed += file.failed.length;
+/** Passed and failed tests of a Node summary (scripts/npm_package/node_tests.ts), per file. */
+function nodeCounts(summary) {
+  const counts = { passed: 0, failed: 0 };
+  for (const file of Object.values(JSON.parse(summary))) {
+    counts.passed += file.passed;
+    counts.failed += file.failed.length;
+  }
+  return counts;
 }
+
+const nodeText = read(nodePath);
+const node = nodeText === undefined ? { passed: 0, failed: 1 } : nodeCounts(nodeText);
 
 const parts = [
   `Deno: ${deno.passed} tests and steps passed, ${deno.failed} failed` +
@@ -52,7 +58,7 @@ for (const argument of optional) {
     parts.push(`${label}: not run`);
     continue;
   }
-  const counts = junitCounts(text);
+  const counts = text.trimStart().startsWith("{") ? nodeCounts(text) : junitCounts(text);
   parts.push(`${label}: ${counts.passed} passed, ${counts.failed} failed`);
   total.passed += counts.passed;
   total.failed += counts.failed;

@@ -5,11 +5,11 @@
  * fails if a file fails or registers no test, if a conformance suite ran fewer than its 24 tests,
  * or, with `REQUIRE_POSTGRES=1`, if a PostgreSQL test was skipped.
  *
- * By default it runs the conformance suite on LocalState, the broker (`serveBroker` on Bun's
- * node:http, Bun's own WebSocket client) and PostgresState, the suite's own check that it fails
- * broken backends, the broker's unit tests and its client on a socket that throws; `--all` runs
- * every test file (all pass under Bun 1.4.5 but two of `broker_admission_test.js`: see
- * docs/runtimes.md).
+ * By default it runs the set of `runtimes/files.ts`, as `runtimes/node.ts` does on Node 22 and
+ * 24: the conformance suite on LocalState, the broker (`serveBroker` on Bun's node:http, Bun's
+ * own WebSocket client) and PostgresState, the suite's own check that it fails broken backends,
+ * the broker's unit tests, refusals and permits, and how Bun loads the package; `--all` runs
+ * every test file (all pass under Bun 1.4.5).
  *
  * Usage, after `deno task build:npm`:
  * `BUN=path/to/bun deno run --allow-all runtimes/bun.ts [--all] [--junit FILE]` (`BUN` defaults
@@ -19,17 +19,10 @@
  */
 
 import process from "node:process";
+import { allTestFiles, RUNTIME_FILES } from "./files.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const NPM_DIR = `${ROOT}/npm`;
-const DEFAULT_FILES = [
-  "local_test.js",
-  "broker_conformance_test.js",
-  "postgres_conformance_test.js",
-  "conformance_test.js",
-  "broker_test.js",
-  "broker_throwing_socket_test.js",
-];
 /** Each conformance suite registers at least this many tests (26 with `sharedBacking`). */
 const SUITE_TESTS = 24;
 const SUITES = [
@@ -157,11 +150,7 @@ async function main(args: string[]): Promise<number> {
     console.error(`runtimes/bun.ts: cannot run ${bun}: set BUN to a bun binary`);
     return 69;
   }
-  let files = DEFAULT_FILES;
-  if (all) {
-    files = [...Deno.readDirSync(`${NPM_DIR}/esm/tests`)].map((entry) => entry.name)
-      .filter((name) => name.endsWith("_test.js")).sort();
-  }
+  const files = all ? allTestFiles(`${NPM_DIR}/esm/tests`) : RUNTIME_FILES;
   console.log(`Bun ${new TextDecoder().decode(version.stdout).trim()}, on npm/esm/tests:`);
   const dir = await Deno.makeTempDir({ prefix: "shared-state-bun-" });
   const runs = [];

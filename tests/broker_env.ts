@@ -34,8 +34,11 @@ interface DenoServe {
 
 const deno = (globalThis as { Deno?: DenoServe }).Deno;
 
-/** `true` under Deno, `false` under Node. */
+/** `true` under Deno, `false` under Node and Bun. */
 export const isDeno: boolean = deno !== undefined;
+
+/** `true` under Bun (`bun test` on the npm build, runtimes/bun.ts). */
+export const isBun: boolean = (globalThis as { Bun?: unknown }).Bun !== undefined;
 
 /** Starts a broker serving `state` on 127.0.0.1 (port 0 picks a free one). */
 export async function startBroker(

@@ -58,7 +58,11 @@ export class RawClient {
   static async authenticated(url: string, token: string): Promise<RawClient> {
     const client = await RawClient.connect(url);
     client.send({ op: "hello", version: 1, token });
-    const welcome = await client.next((frame) => frame.op === "welcome" || frame.op === "refused");
+    // A connection closed without a word (a refused upgrade, a dropped one) must not hang here.
+    const welcome = await Promise.race([
+      client.next((frame) => frame.op === "welcome" || frame.op === "refused"),
+      client.closed.then((code): Frame => ({ op: "closed", code })),
+    ]);
     if (welcome.op !== "welcome") throw new Error(`not welcomed: ${JSON.stringify(welcome)}`);
     return client;
   }

@@ -208,9 +208,9 @@ export function upgradeAttempt(port: number, deadline: number): Promise<UpgradeA
 }
 
 /**
- * Why the broker refused a connection, from what it sent: the body of an HTTP 503/429 (Node's
- * `serveBroker`), or the message of the `refused` frame after a 101 (the handler itself, on
- * Deno). `undefined` if it did not refuse.
+ * Why the broker refused a connection, from what it sent: the message of the `refused` frame
+ * after a 101, or the body of an HTTP 503/429 (a request that is no WebSocket handshake).
+ * `undefined` if it did not refuse.
  */
 export function refusalMessage(text: string): string | undefined {
   const http = /^HTTP\/1\.1 (?:503|429) [^\r]*\r\n[\s\S]*?\r\n\r\n([\s\S]*)$/.exec(text);

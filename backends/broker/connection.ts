@@ -278,11 +278,12 @@ function failureMessage(entry: Entry, reason: FailureReason, message: string) {
 }
 
 /**
- * What a WebSocket that failed during its handshake was told. A broker on Node refuses a
- * connection past its limits with HTTP 503, and one from an address blocked for its failed
- * authentications with 429, before the upgrade (issue 9, item 7); the WebSocket API hides the
- * status, but the errors of Deno's WebSocket ("Invalid status code: 503") and of `ws`
- * ("Unexpected server response: 503") quote it.
+ * What a WebSocket that failed during its handshake was told. The brokers of this package refuse
+ * with a `refused` frame after the handshake, which every WebSocket reads; a broker of an earlier
+ * version on Node refused with HTTP 503 (a limit) or 429 (a blocked address) instead, and so does
+ * a broker that is shutting down. The WebSocket API hides the status, but the errors of Deno's
+ * WebSocket ("Invalid status code: 503"), Bun's ("Expected 101 status code: 503") and of `ws`
+ * ("Unexpected server response: 503") quote it (not those of browsers, nor of Node 22 and 24).
  */
 function handshakeFailure(cause: unknown): string | undefined {
   const text = cause instanceof Error ? cause.message : String(cause);

@@ -60,7 +60,7 @@ interface NodeSocket {
   readonly remoteAddress?: string;
   setNoDelay(noDelay?: boolean): void;
   on(event: "error", listener: () => void): void;
-  write(text: string, done: () => void): void;
+  write(data: string | Uint8Array, done: () => void): void;
   destroy(): void;
 }
 interface NodeIncoming {
@@ -110,9 +110,88 @@ interface WsServer {
 interface WsModule {
   WebSocketServer: new (options: { noServer: true; maxPayload: number }) => WsServer;
 }
+interface NodeCrypto {
+  createHash(algorithm: "sha1"): {
+    update(text: string): { digest(encoding: "base64"): string };
+  };
+}
 
-/** Answers an upgrade request with a refusal on its raw socket, and closes the connection. */
-function refuseUpgrade(socket: NodeSocket, refusal: Refusal): void {
+/** RFC 6455's GUID, hashed with the client's key into `Sec-WebSocket-Accept`. */
+const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/** One unmasked server frame (RFC 6455), final, with a payload shorter than 64 KiB. */
+function serverFrame(opcode: number, payload: Uint8Array): Uint8Array {
+  const header = payload.length < 126 ? [0x80 | opcode, payload.length] : [
+    0x80 | opcode,
+    126,
+    payload.length >> 8,
+    payload.length & 0xff,
+  ];
+  const frame = new Uint8Array(header.length + payload.length);
+  frame.set(header);
+  frame.set(payload, header.length);
+  return frame;
+}
+
+/**
+ * The bytes that refuse a WebSocket handshake whose key is `key`: the upgrade's 101, the
+ * `refused` frame and a close frame (1013, or 4001 for a blocked address), as the handler refuses
+ * a socket it was given. A WebSocket that is answered an HTTP error instead hides its status
+ * from the page or program (browsers, Node 22's and 24's global WebSocket), which then cannot
+ * tell a refusal from an unreachable broker; a frame reaches every client.
+ */
+function refusalBytes(
+  key: string,
+  refusal: Refusal,
+  sha1: (text: string) => string,
+): Uint8Array {
+  const encoder = new TextEncoder();
+  const head = encoder.encode(
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      `Sec-WebSocket-Accept: ${sha1(key + WEBSOCKET_GUID)}\r\n\r\n`,
+  );
+  const text = serverFrame(
+    0x1,
+    encoder.encode(JSON.stringify({ op: "refused", message: refusal.message })),
+  );
+  const reason = encoder.encode("refused");
+  const close = new Uint8Array(2 + reason.length);
+  close.set([refusal.code >> 8, refusal.code & 0xff]);
+  close.set(reason, 2);
+  const closeFrame = serverFrame(0x8, close);
+  const bytes = new Uint8Array(head.length + text.length + closeFrame.length);
+  bytes.set(head);
+  bytes.set(text, head.length);
+  bytes.set(closeFrame, head.length + text.length);
+  return bytes;
+}
+
+/** The client's `Sec-WebSocket-Key`, if the request is a WebSocket handshake this broker speaks. */
+function handshakeKey(request: NodeIncoming): string | undefined {
+  const key = request.headers["sec-websocket-key"];
+  const version = request.headers["sec-websocket-version"];
+  if (typeof key !== "string" || version !== "13") return undefined;
+  const trimmed = key.trim();
+  return /^[A-Za-z0-9+/]{22}==$/.test(trimmed) ? trimmed : undefined;
+}
+
+/**
+ * Refuses an upgrade request on its raw socket, without a WebSocket being made for it, and closes
+ * the connection once the answer is written: a WebSocket handshake gets {@link refusalBytes}, any
+ * other request HTTP 503 (429 for a blocked address) with the reason as its body.
+ */
+function refuseUpgrade(
+  socket: NodeSocket,
+  request: NodeIncoming,
+  refusal: Refusal,
+  crypto: NodeCrypto,
+): void {
+  const key = handshakeKey(request);
+  if (key !== undefined) {
+    const sha1 = (text: string) => crypto.createHash("sha1").update(text).digest("base64");
+    socket.write(refusalBytes(key, refusal, sha1), () => socket.destroy());
+    return;
+  }
   const body = `The broker refused the connection: ${refusal.message}.\n`;
   const status = refusal.status === 429 ? "429 Too Many Requests" : "503 Service Unavailable";
   const length = new TextEncoder().encode(body).length;
@@ -129,8 +208,9 @@ function refuseUpgrade(socket: NodeSocket, refusal: Refusal): void {
  * package (`npm install ws`), which sets TCP no-delay on every socket.
  *
  * Against floods: a request (the upgrade included) must arrive whole within `authTimeout`, or its
- * connection is closed; upgrades past a limit are answered 503 (429 for an address blocked for
- * its failed authentications) without being upgraded; and the server holds at most
+ * connection is closed; upgrades past a limit are refused without a WebSocket being made for them
+ * (the handshake's answer, a `refused` frame saying why and a close frame, written at once; HTTP
+ * 503 to a request that is no WebSocket handshake); and the server holds at most
  * `maxConnections + maxUnauthenticated` TCP connections in all (those of requests still arriving
  * and of refusals included), dropping further ones at once.
  *
@@ -157,6 +237,7 @@ export async function serveBroker(options: ServeBrokerOptions): Promise<BrokerSe
   const { handler, config, refusal } = brokerParts(state, brokerOptions);
   const { authTimeout, maxConnections, maxUnauthenticated } = config;
   const http = await import("node:http") as unknown as NodeHttp;
+  const crypto = await import("node:crypto") as unknown as NodeCrypto;
   let ws: WsModule;
   try {
     ws = await import("ws") as unknown as WsModule;
@@ -184,7 +265,7 @@ export async function serveBroker(options: ServeBrokerOptions): Promise<BrokerSe
     socket.on("error", () => {});
     const address = socket.remoteAddress;
     const refused = refusal(address);
-    if (refused !== undefined) return refuseUpgrade(socket, refused);
+    if (refused !== undefined) return refuseUpgrade(socket, request, refused, crypto);
     socket.setNoDelay(true); // a handoff is a few small frames: never wait for Nagle
     sockets.handleUpgrade(request, socket, head, (socket) => {
       open.add(socket);

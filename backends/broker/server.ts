@@ -51,9 +51,9 @@ export interface BrokerOptions {
   authTimeout?: number;
   /**
    * Most connections at once, authenticated or not. Past it, a new one is refused at once, and
-   * its client's requests fail with `LockFailed` at once: `serveBroker` (Node) answers HTTP 503
-   * without upgrading; the handler itself (`Deno.serve`, `accept()`) sends a `refused` frame and
-   * closes with code 1013. Default 10,000: keep it below the process's file-descriptor limit
+   * its client's requests fail with `LockFailed` at once: it gets a `refused` frame saying why
+   * and close code 1013 (from `serveBroker` written with the handshake's answer, no WebSocket
+   * made for it; from the handler itself, `Deno.serve` or `accept()`, on the upgraded socket). Default 10,000: keep it below the process's file-descriptor limit
    * (`ulimit -n`).
    */
   maxConnections?: number;
@@ -65,8 +65,8 @@ export interface BrokerOptions {
   /**
    * Failed authentications (a wrong token, a malformed `hello`, no `hello` within `authTimeout`)
    * from one client address within `authFailureWindow` after which that address is refused for
-   * `authFailureWindow` ms, its tokens no longer checked (`serveBroker` answers HTTP 429, the
-   * handler a `refused` frame and close code 4001). An IPv6 address counts with its whole /64; the broker remembers at most
+   * `authFailureWindow` ms, its tokens no longer checked (a `refused` frame and close code
+   * 4001). An IPv6 address counts with its whole /64; the broker remembers at most
    * 10,000 addresses (the least recently failing are forgotten first). Needs the client's
    * address: `Deno.serve` and `serveBroker` give it, `accept(socket, address)` takes it. Default 10.
    */
@@ -344,7 +344,8 @@ export function brokerParts(state: StateABC, options: BrokerOptions): BrokerPart
       return plainResponse(400, `Bad WebSocket upgrade: ${error}`);
     }
     // Refused after the upgrade, not with an HTTP 503: Deno.serve keeps a connection open after
-    // any HTTP answer, whatever its headers say, while an upgraded one can be torn down.
+    // any HTTP answer, whatever its headers say, while an upgraded one can be torn down; and a
+    // browser's WebSocket (or Node 22's) hides an HTTP status, but reads a frame.
     const refusal = admission.refusal(address);
     if (refusal !== undefined) {
       log.debug("refused a connection: {message}", { message: refusal.message });

@@ -44,6 +44,14 @@ export interface NodeTestOptions {
   testTimeoutMs: number;
   /** `REQUIRE_POSTGRES=1`: a skipped PostgreSQL test is a failure. */
   requirePostgres: boolean;
+  /** The Node binary; default `node` on the PATH. */
+  node?: string;
+  /** Extra environment variables of the test processes (the rest is inherited). */
+  env?: Record<string, string>;
+  /** What the closing count line calls this Node; default `Node`. */
+  label?: string;
+  /** Write the summary here as JSON (CI's closing count); default `$NODE_TEST_SUMMARY`, if set. */
+  summaryPath?: string;
 }
 
 const REPORTER = new URL("./node_reporter.mjs", import.meta.url).href;
@@ -82,7 +90,7 @@ export function runProblems(summary: RunSummary, requirePostgres: boolean): stri
 }
 
 /** One line per file, its skips, and a total, for the build log. */
-export function formatSummary(summary: RunSummary): string {
+export function formatSummary(summary: RunSummary, label = "Node"): string {
   const lines: string[] = [];
   let passed = 0, failed = 0, skipped = 0;
   for (const [file, entry] of Object.entries(summary)) {
@@ -98,7 +106,7 @@ export function formatSummary(summary: RunSummary): string {
     );
   }
   lines.push(
-    `Node: ${passed} tests passed, ${failed} failed, ${skipped} skipped ` +
+    `${label}: ${passed} tests passed, ${failed} failed, ${skipped} skipped ` +
       `(${Object.keys(summary).length} files)`,
   );
   return lines.join("\n");
@@ -108,7 +116,7 @@ export function formatSummary(summary: RunSummary): string {
 async function runFile(file: string, options: NodeTestOptions, deadline: number) {
   const summaryFile = await Deno.makeTempFile({ prefix: "shared-state-node-test-" });
   try {
-    const result = await run("node", [
+    const result = await run(options.node ?? "node", [
       "--expose-gc",
       "--test",
       `--test-timeout=${options.testTimeoutMs}`,
@@ -119,6 +127,7 @@ async function runFile(file: string, options: NodeTestOptions, deadline: number)
       file,
     ], {
       cwd: options.npmDir,
+      env: options.env,
       inherit: true,
       timeoutMs: Math.max(1, deadline - performance.now()),
     });
@@ -136,7 +145,7 @@ async function runFile(file: string, options: NodeTestOptions, deadline: number)
 }
 
 /**
- * Runs `node --test` on each of `files` in turn, with the `spec` reporter on the terminal and
+ * Runs `node --test` (`options.node`) on each of `files` in turn, with the `spec` reporter on the terminal and
  * `node_reporter.mjs` into a temporary file, then prints the counts.
  *
  * @throws {Error} when a test fails, the run times out, or {@link runProblems} refuses it.
@@ -151,9 +160,9 @@ export async function runNodeTests(options: NodeTestOptions): Promise<RunSummary
     }
     summary[file] = await runFile(file, options, deadline);
   }
-  console.log(formatSummary(summary));
+  console.log(formatSummary(summary, options.label));
   // For CI's closing count (.ci/run): the reporter's own figures, not a scrape of the log.
-  const summaryPath = Deno.env.get("NODE_TEST_SUMMARY");
+  const summaryPath = options.summaryPath ?? Deno.env.get("NODE_TEST_SUMMARY");
   if (summaryPath) await Deno.writeTextFile(summaryPath, JSON.stringify(summary));
   const problems = runProblems(summary, options.requirePostgres);
   if (problems.length > 0) throw new Error(`the Node test run:\n${problems.join("\n")}`);
