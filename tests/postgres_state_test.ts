@@ -330,6 +330,40 @@ describe("PostgresState against a server", { skip }, () => {
     }
   });
 
+  it("takes a key that came free while every connection was in use, on the main one", async () => {
+    // With maxConnections 2 the one spare holds a lock granted after a wait; a request that must
+    // wait for another key queues for a connection. Once that key is freed it must be taken,
+    // without the first lock's release (which, in the caller's code, waits for it).
+    const app = "ss-test-exhausted";
+    const holder = testState(`${app}-holder`, { namespace });
+    const state = testState(app, { namespace, maxConnections: 2 });
+    try {
+      let first = await holder.getLock("exhausted/a");
+      const waitedFor = state.getLock("exhausted/a");
+      await waitingInPostgres(admin!, app, 1, "the first request waiting in PostgreSQL");
+      await first.release();
+      first = await waitedFor; // held on the spare connection
+      const second = await holder.getLock("exhausted/b");
+      const request = state.getLock("exhausted/b", { timeout: 10_000 });
+      const queued = watch(request);
+      // Its try failed on the main connection (the key is held): it queues for a connection.
+      await eventually(
+        async () =>
+          (await admin!`select 1 from pg_stat_activity where application_name = ${runName(app)}
+            and state = 'idle' and query like '%pg_try_advisory_lock%'`).length > 0,
+        "the request's try on the main connection",
+      );
+      assert.equal(queued.outcome.status, "pending", "the key is held: the request must wait");
+      await second.release();
+      // Before issue 14's fix it queued for a connection until its timeout, the key long free.
+      await (await request).release();
+      await first.release();
+      assert.equal(state.connections, 2);
+    } finally {
+      await Promise.all([holder.close(), state.close()]);
+    }
+  });
+
   it("lets a remote writer in while local readers keep coming (no starvation)", async () => {
     const key = "starvation";
     const readers = testState("ss-test-readers", { namespace });

@@ -32,6 +32,12 @@ const TIMEOUT_CANCEL_GRACE = 1000;
 /** Milliseconds after a cancel before a wait that still runs is cancelled again, doubling. */
 const CANCEL_RETRY_FIRST = 50;
 const CANCEL_RETRY_MAX = 2000;
+/**
+ * Milliseconds between tries on the main session of a request that queues for a session of its
+ * own (every one in use): the first, and the most, doubling in between.
+ */
+const RETRY_FIRST_MS = 10;
+const RETRY_MAX_MS = 1000;
 
 /** Attempts at a statement that a stray cancel (meant for an earlier wait) may hit. */
 const STRAY_CANCEL_ATTEMPTS = 3;
@@ -379,6 +385,46 @@ export class DatabaseLocks {
   }
 
   /** Try, then (if the request may wait) wait in PostgreSQL's queue. Never rejects. */
+  /**
+   * A wait needs a session of its own, and every one is in use (`maxConnections`): the request
+   * queues in the process for one. Meanwhile the key may come free in the database, and nothing
+   * would say so; a process whose sessions hold locks whose holders wait on this request would
+   * wait for ever for a key nobody holds. So while it queues, the try is repeated on `tried` (the
+   * main session) at growing intervals, 10 ms doubling to 1 s. Resolves with the lock when a try
+   * got it, or with the session the queue gave (the caller waits on it); rejects as the queue
+   * does (the attempt was abandoned, the pool closed).
+   */
+  async #takeOrRetry(
+    acquisition: Acquisition,
+    tried: DatabaseSession,
+  ): Promise<{ granted: Granted } | { session: DatabaseSession }> {
+    const { claim, applicant } = acquisition;
+    const stop = new AbortController();
+    const abandoned = acquisition.signal;
+    const onAbandoned = () => stop.abort(abandoned.reason);
+    abandoned.addEventListener("abort", onAbandoned, { once: true });
+    if (abandoned.aborted) onAbandoned();
+    const queued = this.#mode.waitSession(this.#pool, tried, () => stop.signal);
+    let given: DatabaseSession | undefined;
+    const settled = queued.then((session) => given = session, () => undefined);
+    try {
+      for (let delay = RETRY_FIRST_MS;; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([settled, new Promise((resolve) => timer = setTimeout(resolve, delay))]);
+        clearTimeout(timer);
+        if (given !== undefined || stop.signal.aborted) return { session: await queued };
+        if (await claim.take(this.#mode, tried)) {
+          stop.abort(new Error("the key was taken on the main session"));
+          // Given a session just now after all: back to the pool, unused.
+          queued.then((session) => this.#pool.give(session), () => {});
+          return { granted: { session: tried, exclusive: applicant.exclusive } };
+        }
+      }
+    } finally {
+      abandoned.removeEventListener("abort", onAbandoned);
+    }
+  }
+
   async #run(acquisition: Acquisition): Promise<Granted | undefined> {
     const { claim, applicant } = acquisition;
     const { exclusive, request } = applicant;
@@ -399,7 +445,13 @@ export class DatabaseLocks {
       }
       const tried = session;
       session = undefined;
-      session = await mode.waitSession(this.#pool, tried, () => acquisition.signal);
+      if (!mode.tryHoldsSession && !this.#pool.canTake) {
+        const taken = await this.#takeOrRetry(acquisition, tried);
+        if ("granted" in taken) return taken.granted;
+        session = taken.session;
+      } else {
+        session = await mode.waitSession(this.#pool, tried, () => acquisition.signal);
+      }
       return await this.#wait(acquisition, session);
     } catch (caught) {
       const error = failureOf(session, caught);

@@ -78,6 +78,11 @@ export class SessionPool {
     });
   }
 
+  /** Whether {@link SessionPool.take} would answer without queueing for a session. */
+  get canTake(): boolean {
+    return this.#idle.length > 0 || this.size < this.#options.maxConnections;
+  }
+
   /** Sessions open or opening right now (for tests and diagnostics). */
   get size(): number {
     return this.#all.size + this.#opening;
