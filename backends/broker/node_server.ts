@@ -108,7 +108,9 @@ interface WsServer {
   close(): void;
 }
 interface WsModule {
-  WebSocketServer: new (options: { noServer: true; maxPayload: number }) => WsServer;
+  WebSocketServer: new (
+    options: { noServer: true; maxPayload: number; allowSynchronousEvents: boolean },
+  ) => WsServer;
 }
 interface NodeCrypto {
   createHash(algorithm: "sha1"): {
@@ -244,8 +246,16 @@ export async function serveBroker(options: ServeBrokerOptions): Promise<BrokerSe
   } catch (error) {
     throw new Error("serveBroker needs the ws package: npm install ws", { cause: error });
   }
-  // A little slack over the frame limit: the session itself refuses frames above it.
-  const sockets = new ws.WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES + 1024 });
+  // A little slack over the frame limit: the session itself refuses frames above it. One message
+  // per event-loop turn, as browsers and Deno deliver them: ws otherwise emits the messages of one
+  // TCP segment back to back, before what the first set off has settled (a release's grant to a
+  // waiting request reaches the session a microtask later; a cancel and a test behind it in the
+  // same segment found that request still holding the key).
+  const sockets = new ws.WebSocketServer({
+    noServer: true,
+    maxPayload: MAX_FRAME_BYTES + 1024,
+    allowSynchronousEvents: false,
+  });
   sockets.on("error", () => {});
   const open = new Set<WsSocket>();
   const server = http.createServer({
