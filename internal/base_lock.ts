@@ -152,10 +152,10 @@ abstract class BaseHold {
 
 /**
  * Issue 14: has `onLost` called once when `hold` (a lock or permit that a served state handed
- * out) is lost while held (at once if it was lost already), or stops that with `undefined`. For the package's own
- * code on a hot path (the broker's session): reading `signal` makes an AbortController and a
- * listener, which cost more than the rest of an uncontended acquire. `false` when `hold` is not
- * one of the package's own (then watch its `signal`).
+ * out) is lost while held (at once if it was lost already), or stops that with `undefined`. For
+ * the package's own code on a hot path (the broker's session): reading `signal` makes an
+ * AbortController and a listener, which cost more than the rest of an uncontended acquire.
+ * `false` when `hold` is not one of the package's own (then watch its `signal`).
  */
 export function watchLoss(
   hold: object,

@@ -188,7 +188,6 @@ export function exceedsUtf8Bytes(text: string, limit: number): boolean {
   return false;
 }
 
-/** Parses a text frame into an object with a string `op`, or throws {@link ProtocolError}. */
 /** The start of the most frequent frames, as both sides write them (see {@link idOfCompactFrame}). */
 const RELEASE = '{"op":"release","id":';
 const GRANTED = '{"op":"granted","id":';
@@ -216,6 +215,7 @@ function idOfCompactFrame(text: unknown, start: string): number | undefined {
   return Number.isSafeInteger(id) ? id : undefined;
 }
 
+/** Parses a text frame into an object with a string `op`, or throws {@link ProtocolError}. */
 function parseObject(text: unknown): Fields {
   if (typeof text !== "string") throw new ProtocolError("frames must be text");
   if (exceedsUtf8Bytes(text, MAX_FRAME_BYTES)) throw new ProtocolError("frame too large");

@@ -483,11 +483,12 @@ export class Session {
       });
     }
     setLabel(lock, new SessionLabel(this.#owner, Date.now()));
+    // Reads the signal only once lost: the signal of a lock never lost is never made.
     const onLost = () => this.#lost(request, lock.signal.reason);
     request.state = { phase: "held", lock, onLost, watched: true };
-    // The package's own locks tell of a loss directly (at once if lost already); the others
-    // through their signal.
-    if (!watchLoss(lock, (lost) => this.#lost(request, lost))) {
+    // The package's own locks tell of a loss directly (at once if lost already, so the state is
+    // "held" first); the others through their signal.
+    if (!watchLoss(lock, onLost)) {
       request.state = { phase: "held", lock, onLost, watched: false };
       if (lock.signal.aborted) {
         onLost();

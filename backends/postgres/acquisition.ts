@@ -384,7 +384,6 @@ export class DatabaseLocks {
     if (!session.dead && !session.main && session.held.size === 0) this.#pool.give(session);
   }
 
-  /** Try, then (if the request may wait) wait in PostgreSQL's queue. Never rejects. */
   /**
    * A wait needs a session of its own, and every one is in use (`maxConnections`): the request
    * queues in the process for one. Meanwhile the key may come free in the database, and nothing
@@ -399,32 +398,38 @@ export class DatabaseLocks {
     tried: DatabaseSession,
   ): Promise<{ granted: Granted } | { session: DatabaseSession }> {
     const { claim, applicant } = acquisition;
-    const stop = new AbortController();
-    const abandoned = acquisition.signal;
-    const onAbandoned = () => stop.abort(abandoned.reason);
-    abandoned.addEventListener("abort", onAbandoned, { once: true });
-    if (abandoned.aborted) onAbandoned();
-    const queued = this.#mode.waitSession(this.#pool, tried, () => stop.signal);
-    let given: DatabaseSession | undefined;
-    const settled = queued.then((session) => given = session, () => undefined);
-    try {
-      for (let delay = RETRY_FIRST_MS;; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await Promise.race([settled, new Promise((resolve) => timer = setTimeout(resolve, delay))]);
-        clearTimeout(timer);
-        if (given !== undefined || stop.signal.aborted) return { session: await queued };
-        if (await claim.take(this.#mode, tried)) {
-          stop.abort(new Error("the key was taken on the main session"));
-          // Given a session just now after all: back to the pool, unused.
-          queued.then((session) => this.#pool.give(session), () => {});
-          return { granted: { session: tried, exclusive: applicant.exclusive } };
-        }
+    const done = new AbortController();
+    const signal = AbortSignal.any([acquisition.signal, done.signal]);
+    const queued = this.#mode.waitSession(this.#pool, tried, () => signal);
+    let answered = false;
+    const settled = queued.then(() => answered = true, () => answered = true);
+    for (let delay = RETRY_FIRST_MS;; delay = Math.min(delay * 2, RETRY_MAX_MS)) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([settled, new Promise((resolve) => timer = setTimeout(resolve, delay))]);
+      clearTimeout(timer);
+      // The queue answered (a session, or a rejection: abandoned, pool closed): go on from there.
+      if (answered || signal.aborted) return { session: await queued };
+      let took: boolean;
+      try {
+        took = await claim.take(this.#mode, tried);
+      } catch (error) {
+        this.#leaveQueue(done, queued);
+        throw error;
       }
-    } finally {
-      abandoned.removeEventListener("abort", onAbandoned);
+      if (took) {
+        this.#leaveQueue(done, queued);
+        return { granted: { session: tried, exclusive: applicant.exclusive } };
+      }
     }
   }
 
+  /** Leaves the pool's queue; a session given meanwhile all the same goes back, unused. */
+  #leaveQueue(controller: AbortController, queued: Promise<DatabaseSession>): void {
+    controller.abort(new Error("no session needed any more"));
+    queued.then((session) => this.#pool.give(session), () => {});
+  }
+
+  /** Try, then (if the request may wait) wait in PostgreSQL's queue. Never rejects. */
   async #run(acquisition: Acquisition): Promise<Granted | undefined> {
     const { claim, applicant } = acquisition;
     const { exclusive, request } = applicant;
